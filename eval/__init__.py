@@ -1,0 +1,38 @@
+"""MEIT evaluation: corpus-level text metrics, BERTScore, clinical label scores, bootstrap CIs.
+
+Public API: :func:`evaluate_records`, :func:`compare_records`, :func:`read_predictions`,
+:func:`module_path`, :func:`benchmark`, and :func:`meit.eval.labels.extract_labels`.
+Conventions are documented in docs/METRICS.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .core import compare_records, evaluate_records, read_predictions
+
+MODULES = ("bleu", "meteor", "rouge", "cider_d", "bertscore", "clinical_labels")
+
+
+def module_path(name: str) -> str:
+    """Installed directory of a local ``evaluate`` module, for ``evaluate.load(module_path("cider_d"))``.
+
+    Args:
+        name: One of ``bleu``, ``meteor``, ``rouge``, ``cider_d``, ``bertscore``, ``clinical_labels``.
+
+    Returns:
+        The module's directory as a string.
+    """
+    if name not in MODULES:
+        raise ValueError(f"unknown evaluate module: {name}; choose from {', '.join(MODULES)}")
+    return str(Path(__file__).parent / "modules" / name)
+
+
+def benchmark(n_pairs: int = 5000, seed: int = 0) -> dict:
+    """Timings of the text metrics and BERTScore on synthetic MIMIC-length pairs (see meit.eval.bench)."""
+    from .bench import run_benchmark
+
+    return run_benchmark(n_pairs=n_pairs, seed=seed)
+
+
+__all__ = ["MODULES", "benchmark", "compare_records", "evaluate_records", "module_path", "read_predictions"]

@@ -1,0 +1,246 @@
+"""evaluate_records / compare_records / read_predictions: the metrics.json producer."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .bertscore import bertscore_stats
+from .bootstrap import bootstrap_values, paired_p_value, percentile_ci
+from .label_metrics import build_label_stats
+from .labels import extract_labels
+from .text import TEXT_GROUPS, MeteorProcess, MetricStats, text_stats
+
+GROUP_KEYS = {
+    "bleu": ["bleu_1", "bleu_2", "bleu_3", "bleu_4"],
+    "meteor": ["meteor"],
+    "rouge": ["rouge_1", "rouge_2", "rouge_l"],
+    "cider": ["cider_d"],
+    "bertscore": ["bertscore_p", "bertscore_r", "bertscore_f1"],
+    "labels": ["label_macro_f1", "label_hamming", "label_auc"],
+}
+ALL_GROUPS = tuple(GROUP_KEYS)
+
+
+def resolve_groups(metrics: list[str] | None) -> tuple[str, ...]:
+    """Metric groups for names such as ``bleu``, ``bleu_4``, ``cider_d``, ``labels`` (None: all)."""
+    if not metrics:
+        return ALL_GROUPS
+    out = []
+    for m in metrics:
+        name = m.strip().lower()
+        group = next((g for g, keys in GROUP_KEYS.items() if name == g or name in keys), None)
+        if name in ("cider_d", "cider-d"):
+            group = "cider"
+        if group is None:
+            choices = ", ".join(list(GROUP_KEYS) + [k for v in GROUP_KEYS.values() for k in v])
+            raise ValueError(f"unknown metric: {m}; choose from {choices}")
+        if group not in out:
+            out.append(group)
+    return tuple(g for g in ALL_GROUPS if g in out)
+
+
+def read_predictions(path: str | Path) -> list[dict]:
+    """Read predictions.jsonl: one ``{"id", "prediction", "reference"}`` object a line.
+
+    Malformed lines are an error (a ValueError naming the file and line number), never skipped:
+    a silently shorter test set would change every score. Blank lines are ignored. A missing
+    or null ``prediction`` is kept and scored as an empty string (counted in ``n_empty``).
+
+    Args:
+        path: The JSONL file.
+
+    Returns:
+        The records, with ``prediction`` and ``reference`` as strings.
+
+    Raises:
+        ValueError: on invalid JSON, a non-object line, a missing ``id``/``reference``, or a duplicate id.
+    """
+    path = Path(path)
+    records, seen = [], {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg})") from e
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+            for key in ("id", "reference"):
+                if rec.get(key) is None:
+                    raise ValueError(f"{path}:{lineno}: missing {key!r}")
+            rid = str(rec["id"])
+            if rid in seen:
+                raise ValueError(f"{path}:{lineno}: duplicate id {rid!r} (first on line {seen[rid]})")
+            seen[rid] = lineno
+            rec["id"] = rid
+            rec["prediction"] = "" if rec.get("prediction") is None else str(rec["prediction"])
+            rec["reference"] = str(rec["reference"])
+            records.append(rec)
+    return records
+
+
+def _texts(records: list[dict]) -> tuple[list[str], list[str], int]:
+    hyps = ["" if r.get("prediction") is None else str(r["prediction"]) for r in records]
+    refs = [str(r.get("reference") or "") for r in records]
+    return hyps, refs, sum(1 for h in hyps if not h.strip())
+
+
+def _truth(records: list[dict]) -> list[set[str]]:
+    return [
+        set(r["labels_true"]) if r.get("labels_true") is not None else extract_labels(r["reference"]) for r in records
+    ]
+
+
+class _Scored:
+    """Per-record statistics of one prediction set (everything the bootstrap needs)."""
+
+    def __init__(
+        self,
+        records: list[dict],
+        groups: tuple[str, ...],
+        bertscore_model: str | None,
+        meteor: MeteorProcess | None,
+        bert: tuple[np.ndarray, str, bool] | None = None,
+    ):
+        hyps, refs, self.n_empty = _texts(records)
+        self.n = len(records)
+        self.stats: dict[str, MetricStats] = text_stats(
+            hyps, refs, tuple(g for g in groups if g in TEXT_GROUPS), meteor
+        )
+        self.info: dict = {}
+        if "bertscore" in groups:
+            x, name, rescaled = bert if bert is not None else bertscore_stats(hyps, refs, bertscore_model)
+            self.stats["bertscore"] = _mean(x, ["bertscore_p", "bertscore_r", "bertscore_f1"])
+            self.info.update(bertscore_model=name, bertscore_rescaled=rescaled)
+        self.labels = None
+        if "labels" in groups:
+            probs = [r.get("label_probs") for r in records]
+            self.labels = build_label_stats(_truth(records), [extract_labels(h) for h in hyps], probs)
+            self.info["label_auc_source"] = "probabilities" if self.labels["statement"].use_probs else "binary"
+
+    def point(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for s in self.stats.values():
+            out.update(s.corpus())
+            out.update(s.point)
+        if self.labels is not None:
+            out.update({k: float(v[0]) for k, v in self.labels["statement"].aggregate(np.ones((1, self.n))).items()})
+        return out
+
+    def extra(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        return self.labels["statement"].aggregate(w) if self.labels is not None else {}
+
+    def boot(self, n_bootstrap: int, seed: int) -> dict[str, np.ndarray]:
+        return bootstrap_values(self.stats, self.n, n_bootstrap, seed, self.extra)
+
+
+def _mean(x: np.ndarray, names: list[str]) -> MetricStats:
+    def aggregate(s: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: s[:, i] / s[:, -1] for i, name in enumerate(names)}
+
+    return MetricStats(np.column_stack([x, np.ones(len(x))]), aggregate)
+
+
+def _label_details(scored: _Scored) -> dict:
+    out = {}
+    for level, ls in (scored.labels or {}).items():
+        agg = {k.removeprefix("label_"): float(v[0]) for k, v in ls.aggregate(np.ones((1, scored.n))).items()}
+        out[level] = {**agg, "per_label": ls.per_label()}
+    return out
+
+
+def evaluate_records(
+    records: list[dict],
+    *,
+    bertscore_model: str | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    metrics: list[str] | None = None,
+    meteor: MeteorProcess | None = None,
+) -> dict:
+    """All metrics with bootstrap 95 % CIs, as the metrics.json dict.
+
+    Args:
+        records: ``{"id", "prediction", "reference"}`` dicts (+ optional ``labels_true``, ``label_probs``).
+        bertscore_model: None for the offline MiniLM, else a bert-score model name or local path.
+        n_bootstrap: Bootstrap resamples over records (0: no CIs).
+        seed: Bootstrap seed.
+        metrics: Metric groups or keys to compute (None: all).
+        meteor: A running METEOR process to reuse (tests, repeated evaluations).
+
+    Returns:
+        The metrics.json dict (see DESIGN.md / docs/METRICS.md).
+    """
+    groups = resolve_groups(metrics)
+    if not records:
+        raise ValueError("no records to evaluate")
+    scored = _Scored(records, groups, bertscore_model, meteor)
+    if scored.n_empty:
+        warnings.warn(f"{scored.n_empty} of {scored.n} predictions are empty; scored as empty strings", stacklevel=2)
+    out: dict = {k: v for k, v in scored.point().items()}
+    out.update(scored.info)
+    out.update(n=scored.n, n_empty=scored.n_empty, n_bootstrap=n_bootstrap, seed=seed)
+    if n_bootstrap > 0:
+        boot = scored.boot(n_bootstrap, seed)
+        out["ci95"] = {k: percentile_ci(v) for k, v in boot.items()}
+    if scored.labels is not None:
+        out["labels"] = _label_details(scored)
+    return out
+
+
+def compare_records(
+    records_a: list[dict],
+    records_b: list[dict],
+    *,
+    bertscore_model: str | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    metrics: list[str] | None = None,
+    meteor: MeteorProcess | None = None,
+) -> dict:
+    """Paired bootstrap test of A against B (records matched by id, same resamples for both).
+
+    Returns:
+        ``{metric: {"a", "b", "diff", "ci95", "p_value"}}`` with diff = A - B and a two-sided p-value.
+
+    Raises:
+        ValueError: when the id sets differ or references disagree.
+    """
+    by_id = {r["id"]: r for r in records_b}
+    ids_a = [r["id"] for r in records_a]
+    if set(ids_a) != set(by_id) or len(ids_a) != len(by_id):
+        only_a, only_b = sorted(set(ids_a) - set(by_id)), sorted(set(by_id) - set(ids_a))
+        raise ValueError(f"prediction files do not cover the same ids: only in A {only_a[:5]}, only in B {only_b[:5]}")
+    matched_b = [by_id[i] for i in ids_a]
+    bad = [a["id"] for a, b in zip(records_a, matched_b) if a["reference"] != b["reference"]]
+    if bad:
+        raise ValueError(f"references differ between the files for ids {bad[:5]}")
+    groups = resolve_groups(metrics)
+    own = meteor is None and "meteor" in groups
+    meteor = MeteorProcess() if own else meteor
+    try:
+        bert_a = bert_b = None
+        if "bertscore" in groups:  # one scorer call: shared references are embedded once
+            ha, refs, _ = _texts(records_a)
+            hb, _, _ = _texts(matched_b)
+            x, name, rescaled = bertscore_stats(ha + hb, refs + refs, bertscore_model)
+            bert_a, bert_b = (x[: len(ha)], name, rescaled), (x[len(ha) :], name, rescaled)
+        sa = _Scored(records_a, groups, bertscore_model, meteor, bert_a)
+        sb = _Scored(matched_b, groups, bertscore_model, meteor, bert_b)
+    finally:
+        if own and meteor is not None:
+            meteor.close()
+    pa, pb = sa.point(), sb.point()
+    ba, bb = sa.boot(n_bootstrap, seed), sb.boot(n_bootstrap, seed)
+    out = {}
+    for k in pa:
+        diff = pa[k] - pb[k]
+        d = ba[k] - bb[k]
+        out[k] = {"a": pa[k], "b": pb[k], "diff": diff, "ci95": percentile_ci(d), "p_value": paired_p_value(d, diff)}
+    return out

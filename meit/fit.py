@@ -1,0 +1,184 @@
+"""`python -m meit.fit`: train an ECG-to-report model, then test it, into one run directory.
+
+A LightningCLI (jsonargparse) without subcommands: every config field is a flag (`--model.lora_r 16`,
+`--data.dataset ptbxl --data.root DIR`, `--trainer.max_epochs 3`, ...), `--config configs/X.yaml` loads a preset,
+`--print_config` prints the resolved configuration. The run directory (`--run_dir`, default `runs/<date-time>/`)
+is printed on the last line of the output.
+
+Steps: data (synthetic data is written once to the cache) -> backbone (the embedded default is pre-trained once on
+the training reports, then cached) -> LoRA + encoder + fusion training -> trainable weights -> greedy generation on
+the test split -> predictions.jsonl, metrics.json, report.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from jsonargparse import set_parsing_settings
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
+
+from meit.backbone import load_backbone, resolve_backbone
+from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
+from meit.datamodule import MEITDataModule
+from meit.module import MEITModule
+from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
+
+set_parsing_settings(docstring_parse_attribute_docstrings=True)
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 4,
+    "accelerator": "auto",
+    "devices": 1,
+    "log_every_n_steps": 10,
+    "num_sanity_val_steps": 0,
+    "gradient_clip_val": 1.0,
+}
+"""The embedded CPU default's Trainer flags (each one is overridable, e.g. `--trainer.max_epochs 8`)."""
+
+CHECKPOINT_EVERY_N_STEPS = 50
+
+
+class MEITCLI(LightningCLI):
+    """LightningCLI whose `--model.*`, `--data.*`, `--optim.*`, `--test.*` groups are MEIT's config dataclasses."""
+
+    def __init__(self, args: list[str] | None = None) -> None:
+        super().__init__(
+            model_class=None,
+            datamodule_class=None,
+            save_config_callback=None,
+            trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=0,
+            parser_kwargs={"description": __doc__.split("\n\n")[0], "prog": "python -m meit.fit"},
+            args=args,
+            run=False,
+            auto_configure_optimizers=False,
+            load_from_checkpoint_support=False,
+        )
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+        parser.set_defaults({f"trainer.{k}": v for k, v in self.trainer_defaults.items()})
+        add_config_groups(parser)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run_dir", type=str | None, default=None,
+                            help="Run directory (default: runs/<date-time>/); printed on the last output line.")
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
+                            help="Resume training from this checkpoint (e.g. RUN_DIR/checkpoints/last.ckpt).")
+
+    def instantiate_classes(self) -> None:
+        self.config_init = self.parser.instantiate_classes(self.config)
+        init = self.config_init
+        self.run_config = RunConfig(**{k: init[k] for k in CONFIG_GROUPS})
+        self.run_dir = Path(init.run_dir or Path("runs") / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+        self.config["run_dir"] = str(self.run_dir)
+        self.datamodule = MEITDataModule(self.run_config.data)
+        self.model = MEITModule(self.run_config.model, self.run_config.optim, self.run_config.test.max_new_tokens)
+        self.trainer = self.instantiate_trainer(**self._trainer_overrides(dict(init.trainer)))
+
+    def _trainer_overrides(self, trainer: dict[str, Any]) -> dict[str, Any]:
+        """Run-dir logging, atomic checkpoints every N steps, and the precision policy (fp32 on CPU)."""
+        callbacks = list(trainer.get("callbacks") or [])
+        if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True, save_top_k=0,
+                                             every_n_train_steps=CHECKPOINT_EVERY_N_STEPS))
+        plugins = trainer.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        return {
+            "default_root_dir": trainer.get("default_root_dir") or str(self.run_dir),
+            "callbacks": callbacks,
+            "plugins": plugins,
+            "precision": resolve_precision(trainer.get("precision"), trainer.get("accelerator")),
+        }
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        config["callbacks"] = list(config.get("callbacks") or []) + callbacks
+        return self.trainer_class(**config)
+
+
+def uses_cuda(accelerator: Any) -> bool:
+    """Whether the Trainer will run on a CUDA GPU."""
+    name = str(accelerator or "auto").lower()
+    return torch.cuda.is_available() and name in ("auto", "gpu", "cuda")
+
+
+def resolve_precision(precision: Any, accelerator: Any) -> Any:
+    """bf16-mixed on a GPU by default; always fp32 on a CPU (bf16 matmuls are ~100x slower there)."""
+    if uses_cuda(accelerator):
+        return precision or "bf16-mixed"
+    if precision is not None and str(precision) not in ("32", "32-true"):
+        warnings.warn(f"precision {precision} asked for on a CPU: training in fp32 instead (32-true)", stacklevel=2)
+    return "32-true"
+
+
+def fit(cli: MEITCLI) -> Path:
+    """Runs the whole job of a parsed CLI; returns the run directory."""
+    cfg, run_dir, trainer, dm, module = cli.run_config, cli.run_dir, cli.trainer, cli.datamodule, cli.model
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cli.parser.dump(cli.config))
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    dm.prepare_data()
+    dm.setup("fit")
+    timings["data_s"] = time.perf_counter() - start
+    tick = time.perf_counter()
+    reference = resolve_backbone(cfg.model, corpus=dm.train_reports(), extra_texts=dm.instructions())
+    backbone = load_backbone(reference, cfg.model, device_type=trainer.strategy.root_device.type)
+    module.build(backbone)
+    dm.set_tokenizer(backbone.tokenizer)
+    timings["backbone_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=cli.config_init.ckpt_path, weights_only=True)
+    timings["train_s"] = time.perf_counter() - tick
+    save_run(run_dir, module)
+    info = {"trainable_parameters": module.count_trainable(), "train_steps": trainer.global_step,
+            "n_records": {name: len(ds) for name, ds in dm.datasets.items()}, "backbone": reference}
+    if not cfg.test.skip:
+        tick = time.perf_counter()
+        batches = trainer.predict(module, dataloaders=dm.predict_dataloader("test", cfg.test.limit))
+        timings["test_s"] = time.perf_counter() - tick
+        rows = [row for batch in batches for row in batch]
+        info["metrics"] = write_test_outputs(run_dir, rows, cfg, info)
+    timings["total_s"] = time.perf_counter() - start
+    info["timings"] = {k: round(v, 1) for k, v in timings.items()}
+    (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str))
+    return run_dir
+
+
+def summary(run_dir: Path) -> str:
+    """A few lines on what the run produced (the run directory itself is printed after them)."""
+    info = json.loads((run_dir / "run.json").read_text())
+    lines = [f"trained {info['train_steps']} steps in {info['timings']['train_s']} s "
+             f"({info['trainable_parameters']:,} trainable parameters), total {info['timings']['total_s']} s"]
+    metrics = info.get("metrics") or {}
+    keys = ("bleu_4", "meteor", "rouge_l", "cider_d", "bertscore_f1", "label_macro_f1")
+    if metrics:
+        lines.append("test: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), float)))
+    return "\n".join(lines)
+
+
+def main(args: list[str] | None = None) -> Path:
+    """`python -m meit.fit [flags]`; prints the run directory last."""
+    cli = MEITCLI(args)
+    run_dir = fit(cli)
+    sys.stdout.flush()
+    print(summary(run_dir), flush=True)
+    print(os.fspath(run_dir), flush=True)
+    return run_dir
+
+
+if __name__ == "__main__":
+    main()
