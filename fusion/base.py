@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from meit.fusion.backbone import Backbone
+from meit.fusion.beam import beam_search
 from meit.fusion.projector import Projector
 from meit.fusion.splice import IGNORE_INDEX
 from torch import nn
@@ -196,8 +197,6 @@ class ECGConditionedLM(nn.Module):
         if prompt_attention_mask.shape[1] and not bool(prompt_attention_mask[:, -1].all()):
             raise ValueError("generate() needs left-padded prompts (the last position of every row must be a token)")
         if num_beams > 1:
-            from meit.fusion.beam import beam_search
-
             return beam_search(
                 self, ecg, prompt_ids, prompt_attention_mask, max_new_tokens, eos_token_id, num_beams, ecg_mask
             )
@@ -214,13 +213,13 @@ class ECGConditionedLM(nn.Module):
                 done = done | (token == eos_token_id)
             if bool(done.all()) or len(steps) == max_new_tokens:
                 break
-            mask, last_pos = extend_mask(mask), last_pos + 1
+            mask, last_pos = _extend_mask(mask), last_pos + 1
             step = inputs.next_step(self.backbone.embed(token[:, None]), mask, last_pos[:, None], cache)
             hidden, cache = self.decode(step, use_cache=True)
         return _strip(steps, eos_token_id, prompt_ids.shape[0])
 
 
-def extend_mask(mask: torch.Tensor) -> torch.Tensor:
+def _extend_mask(mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
 
 

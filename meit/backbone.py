@@ -91,9 +91,10 @@ def load_backbone(reference: dict, cfg: ModelConfig, device_type: str = "cpu") -
     if reference.get("hash"):
         _check_hash(Path(path), reference["hash"])
     dtype = torch.bfloat16 if device_type == "cuda" else torch.float32
-    kwargs = {"trust_remote_code": cfg.trust_remote_code}
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=cfg.attn_implementation, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    remote = {"trust_remote_code": cfg.trust_remote_code}
+    attn = cfg.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn, **remote)
+    tokenizer = AutoTokenizer.from_pretrained(path, **remote)
     ensure_pad_token(tokenizer, model)
     freeze(model)
     if cfg.gradient_checkpointing:

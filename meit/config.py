@@ -161,6 +161,8 @@ class TestConfig:
     """BERTScore model (default: the offline MiniLM; `roberta-large` where available)."""
     n_bootstrap: int = 1000
     """Bootstrap resamples of the 95 % confidence intervals."""
+    metrics: list[str] | None = None
+    """Metric groups or keys to compute (default: all; see `meit.eval`)."""
     skip: bool = False
     """Train only: no generation, no metrics."""
 

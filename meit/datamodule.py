@@ -161,8 +161,9 @@ class MEITDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool, collate: PromptCollator) -> DataLoader:
         self.setup()
-        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-                          num_workers=self.cfg.num_workers, drop_last=shuffle and len(self.datasets[split]) > batch_size,
+        dataset = self.datasets[split]
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+                          num_workers=self.cfg.num_workers, drop_last=shuffle and len(dataset) > batch_size,
                           persistent_workers=self.cfg.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

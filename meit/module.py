@@ -53,7 +53,8 @@ class MEITModule(L.LightningModule):
 
     def _frozen_names(self) -> set[str]:
         """State-dict keys of `net` that belong to the frozen backbone (never saved)."""
-        frozen = {name for name, p in self.net.named_parameters() if not p.requires_grad}
+        params = self.net.named_parameters(remove_duplicate=False)  # tied weights (lm_head = embeddings) too
+        frozen = {name for name, p in params if not p.requires_grad}
         llm_buffers = {f"llm.{name}" for name, _ in self.net.llm.named_buffers() if "lora_" not in name}
         return frozen | llm_buffers
 

@@ -102,7 +102,7 @@ def write_test_outputs(run_dir: Path, rows: list[dict[str, Any]], cfg: RunConfig
     from meit.eval import evaluate_records
 
     metrics = evaluate_records(rows, bertscore_model=cfg.test.bertscore_model, n_bootstrap=cfg.test.n_bootstrap,
-                               seed=0)
+                               seed=0, metrics=cfg.test.metrics)
     (run_dir / METRICS).write_text(json.dumps(metrics, indent=2))
     (run_dir / REPORT).write_text(report_markdown(metrics, rows, cfg, info))
     return metrics
