@@ -71,6 +71,11 @@ def level_json(value: float) -> float | str:
     return "inf" if math.isinf(value) else value
 
 
+def level_text(value: float | str) -> str:
+    """A level for tables: `inf`, `12`, `0.95`."""
+    return "inf" if value == "inf" else f"{float(value):g}"
+
+
 def conditions(protocol: str, noises: Sequence[str], levels: Sequence[float]) -> list[Condition]:
     """Every (noise, level) pair of a sweep, levels in the given order.
 
@@ -146,9 +151,9 @@ def _cell(metrics: dict[str, Any], key: str) -> str:
 def markdown(summary: dict[str, Any], metrics: Sequence[str] = TABLE_METRICS) -> str:
     """One table per metric: a row per noise kind, a column per level, cells `value [95 % CI]`."""
     unit = "clean ratio" if summary["protocol"] == SEGMENT_NOISE else "SNR (dB)"
-    levels = list(dict.fromkeys(str(r["level"]) for r in summary["results"]))
+    levels = list(dict.fromkeys(level_text(r["level"]) for r in summary["results"]))
     noises = list(dict.fromkeys(r["noise"] for r in summary["results"]))
-    by_key = {(r["noise"], str(r["level"])): r["metrics"] for r in summary["results"]}
+    by_key = {(r["noise"], level_text(r["level"])): r["metrics"] for r in summary["results"]}
     lines = [f"# Noise robustness: `{summary['run']}`", "",
              f"Protocol `{summary['protocol']}` on the {summary['split']} split of `{summary['dataset']}` "
              f"(n = {summary['n']}), seed {summary['seed']}; cells are value [95 % bootstrap CI]. Noise levels: "

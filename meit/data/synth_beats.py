@@ -390,8 +390,10 @@ def render_record(codes: dict[str, float], rng: np.random.Generator, fs: int = 5
     x += _atrial_activity(codes, rng, t, ff, r_times)
     x *= rng.uniform(1.0, 1.15) if site == "mimic" else 1.0
     x += _electrode_noise(rng, t, site)
+    # Mirror-padding by up to 2 s lets the 0.5 Hz high-pass settle outside the record: with scipy's short default
+    # odd padding a beat cut at the edge leaves a ~1 mV transient decaying over the first half second.
     for sos in _device_filters(site, fs):
-        x = sps.sosfiltfilt(sos, x, axis=-1)
+        x = sps.sosfiltfilt(sos, x, axis=-1, padtype="even", padlen=min(n - 1, 2 * fs))
     m = _measure(beat, fs)
     m |= {"heart_rate": 60.0 / rr, "rr_ms": 1000 * rr}
     if {"AFIB", "AFLT"} & codes.keys():
