@@ -23,13 +23,14 @@ from typing import Any
 
 import torch
 
-# suite name -> (module, function); each function takes `repeats` and returns {figure: value or Stat}.
+# suite name -> (module, function); each function takes `repeats`, `peak_gflops` and `tiny` and returns
+# {figure: value or Stat}. meit.benchmarks repeats the primitives of meit.data.synth, meit.data.render, meit.eval.
 SUITES: dict[str, tuple[str, str]] = {
-    "data": ("meit.data.synth", "benchmark_suite"),
-    "render": ("meit.data.render", "benchmark_suite"),
+    "data": ("meit.benchmarks", "data_suite"),
+    "render": ("meit.benchmarks", "render_suite"),
     "train": ("meit.benchmarks", "train_suite"),
     "generate": ("meit.benchmarks", "generate_suite"),
-    "eval": ("meit.eval", "benchmark_suite"),
+    "eval": ("meit.benchmarks", "eval_suite"),
 }
 
 
@@ -84,7 +85,7 @@ def machine_description() -> str:
             f"torch {torch.__version__}, Python {platform.python_version()}")
 
 
-def run_suites(names: list[str], repeats: int) -> dict[str, Any]:
+def run_suites(names: list[str], repeats: int, tiny: bool = False) -> dict[str, Any]:
     """Runs the named suites and returns all figures with the peak matmul rate and machine line."""
     results: dict[str, Any] = {
         "machine": machine_description(),
@@ -96,7 +97,7 @@ def run_suites(names: list[str], repeats: int) -> dict[str, Any]:
         module_name, function_name = SUITES[name]
         suite = getattr(importlib.import_module(module_name), function_name)
         print(f"[bench] {name} ...", flush=True)
-        results[name] = suite(repeats=repeats, peak_gflops=results["fp32_matmul_peak_gflops"]["median"])
+        results[name] = suite(repeats=repeats, peak_gflops=results["fp32_matmul_peak_gflops"]["median"], tiny=tiny)
     results["peak_rss_mb"] = peak_rss_mb()
     return results
 
@@ -130,10 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("suites", nargs="*", default=["all"], choices=[*SUITES, "all"], help="what to measure")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per figure (median, min, max)")
     parser.add_argument("--out", default="bench.json", help="where to write the JSON results")
+    parser.add_argument("--tiny", action="store_true", help="tiny workloads (seconds): checks the plumbing only")
     parser.add_argument("--benchmarks-md", default="docs/BENCHMARKS.md", help="markdown file to append to ('' = none)")
     args = parser.parse_args(argv)
     names = list(SUITES) if "all" in args.suites else args.suites
-    results = run_suites(names, args.repeats)
+    results = run_suites(names, args.repeats, args.tiny)
     Path(args.out).write_text(json.dumps(results, indent=2))
     section = markdown_section(results)
     print(section)

@@ -43,7 +43,7 @@ from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 TRAINER_DEFAULTS: dict[str, Any] = {
-    "max_epochs": 4,
+    "max_epochs": 16,
     "accelerator": "auto",
     "devices": 1,
     "log_every_n_steps": 10,

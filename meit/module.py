@@ -105,11 +105,19 @@ class MEITModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over the trainable parameters; linear warm-up then linear decay to 0, stepped per batch."""
         cfg = self.optim_cfg
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
+        opt = torch.optim.AdamW(self.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(total, cfg.warmup_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters: those inside the LM (LoRA) at `lr`, the rest (encoder, projector) at `encoder_lr`."""
+        lm, other = [], []
+        for name, p in self.net.named_parameters():
+            if p.requires_grad:
+                (lm if name.startswith("llm.") else other).append(p)
+        encoder_lr = self.optim_cfg.encoder_lr or self.optim_cfg.lr
+        return [g for g in ({"params": lm}, {"params": other, "lr": encoder_lr}) if g["params"]]
 
     # ---------------------------------------------------------------------------------------------- generation
 

@@ -43,9 +43,9 @@ def target_config(run_data: DataConfig, target: dict[str, Any]) -> DataConfig:
     Raises:
         ValueError: unknown keys, or a real dataset without a root.
     """
-    unknown = set(target) - {"dataset", "root", "name", *SYNTHETIC_KEYS}
+    unknown = set(target) - {"dataset", "root", *SYNTHETIC_KEYS}
     if unknown:
-        raise ValueError(f"unknown target key(s) {sorted(unknown)}; use dataset, root, name, {', '.join(SYNTHETIC_KEYS)}")
+        raise ValueError(f"unknown target key(s) {sorted(unknown)}; use dataset, root, {', '.join(SYNTHETIC_KEYS)}")
     dataset = target.get("dataset", "synthetic")
     if dataset not in ("synthetic", "ptbxl", "mimic"):
         raise ValueError(f"unknown dataset: {dataset}; choose from mimic, ptbxl, synthetic")

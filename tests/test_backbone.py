@@ -95,7 +95,7 @@ def test_trainable_parameter_count_is_lora_plus_encoder_plus_projector(embedded)
     # LoRA on a Linear(n_in, n_out) adds A (r x n_in) and B (n_out x r).
     per_layer = r * ((h + h) + (h + kv) + (h + kv) + (h + h) + (h + i) + (h + i) + (i + h))
     lora = TINY_LM.num_layers * per_layer
-    encoder = build_encoder(cfg.encoder)
+    encoder = build_encoder(cfg.encoder, **cfg.encoder_kwargs)
     projector = Projector("meit", encoder.out_dim, h, h // TINY_LM.num_heads)
     expected = lora + sum(p.numel() for m in (encoder, projector) for p in m.parameters())
     assert module.count_trainable() == expected

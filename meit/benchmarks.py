@@ -1,0 +1,339 @@
+"""The suites of `python -m meit.bench`: training / generation speed of the ECG-conditioned LM, plus wrappers that
+repeat the data, render and evaluation primitives of `meit.data.synth`, `meit.data.render` and `meit.eval`.
+
+Every suite is `suite(repeats, peak_gflops, tiny=False) -> {figure: value or {"median", "min", "max", "n"}}`;
+`tiny=True` shrinks every workload to seconds (for tests: the structure, not the timings, is what they check).
+
+Training FLOPs are counted analytically for a frozen LM carrying LoRA (6 x params x tokens would be wrong: the
+frozen weights get no weight gradient). With T text tokens in the batch, T_lab labelled (report) tokens, P ECG
+tokens per sample, B samples, L layers, hidden d, vocabulary V:
+
+    N       = weights of the decoder's linear layers (frozen base weights + LoRA A/B), traversed by every token
+    N_tr    = the trainable part of N (LoRA A/B)
+    attn    = sum over layers of 4 * B * S_q * S_k * d   (QK^T and PV; the full S_q x S_k matrix, as computed)
+    forward = 2 N T + 2 d V T_lab (LM head on labelled positions only) + attn
+              + 2 N_kv B P L (prefix-KV: each layer's k/v projections of the P ECG tokens) + encoder + projector
+    backward= 2 N T + 2 d V T_lab + 2 attn               (activation gradients, through frozen weights too)
+              + 2 N_tr T                                 (weight gradients, trainable weights only)
+              + 2 (encoder + projector)                  (trainable: activation and weight gradients)
+
+Encoder and projector FLOPs come from their layer shapes (2 x multiply-adds of every Conv1d / Linear, hooked on
+one forward). The formula counts activation gradients of layer 0's projections, which autograd skips when their
+input (text embeddings) needs no gradient, so it is an upper bound by a few per cent; `flops_counted` cross-checks
+it with `torch.utils.flop_counter.FlopCounterMode` on the same step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from meit.bench import matmul_peak_gflops, rate, repeat_timed, summarise
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class BenchShape:
+    """Model and batch shape of the training / generation suites (the CPU default's, or a tiny one)."""
+
+    hidden: int = 256
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 4
+    intermediate: int = 688
+    vocab: int = 1024
+    lora_r: int = 64
+    batch: int = 32
+    prompt_tokens: int = 12
+    report_tokens: int = 52
+    n_samples: int = 1000
+    ecg_tokens: int = 32
+    gen_batch: int = 64
+    gen_tokens: int = 64
+
+
+DEFAULT = BenchShape()
+TINY = BenchShape(hidden=32, layers=2, heads=2, kv_heads=2, intermediate=64, vocab=128, lora_r=4, batch=2,
+                  prompt_tokens=4, report_tokens=8, n_samples=256, ecg_tokens=4, gen_batch=2, gen_tokens=4)
+
+
+def shape_for(tiny: bool) -> BenchShape:
+    """The tiny or the default shape."""
+    return TINY if tiny else DEFAULT
+
+
+# --------------------------------------------------------------------------------------------------- model
+
+
+def build_llm(shape: BenchShape) -> nn.Module:
+    """A randomly initialised Llama of the embedded default's shape, frozen, with LoRA (r, 2r, q..down)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from meit.backbone import apply_lora, freeze
+    from meit.config import ModelConfig
+
+    config = LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
+                         num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
+                         num_key_value_heads=shape.kv_heads, max_position_embeddings=512, tie_word_embeddings=True,
+                         pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.config._attn_implementation = "sdpa"
+    freeze(model)
+    return apply_lora(model, ModelConfig(lora_r=shape.lora_r, lora_alpha=2 * shape.lora_r, lora_dropout=0.1))
+
+
+def build_net(shape: BenchShape, fusion: str, ecg_tokens: int = 1) -> nn.Module:
+    """The ECG-conditioned LM of `fusion` ("prefix_kv", "input_prefix") over a fresh LoRA Llama, in train mode."""
+    from meit.encoders import build_encoder
+    from meit.fusion import build_fusion
+
+    encoder = build_encoder("resnet_small_1d", n_tokens=ecg_tokens)
+    return build_fusion(fusion, build_llm(shape), encoder).train()
+
+
+def make_batch(shape: BenchShape, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A right-padded training batch: prompt + report tokens (no padding), labels on the report, ECG signals."""
+    gen = torch.Generator().manual_seed(seed)
+    length = shape.prompt_tokens + shape.report_tokens
+    ids = torch.randint(3, shape.vocab, (shape.batch, length), generator=gen)
+    labels = ids.clone()
+    labels[:, : shape.prompt_tokens] = IGNORE
+    return {"ecg": torch.randn(shape.batch, 12, shape.n_samples, generator=gen), "input_ids": ids,
+            "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def text_only_loss(net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The same LM (with LoRA), the same text and loss, without any ECG: the fusion-free reference."""
+    b = net.backbone
+    mask = batch["attention_mask"]
+    hidden = b.decoder(inputs_embeds=b.embed(batch["input_ids"]), attention_mask=mask,
+                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).last_hidden_state
+    target = batch["labels"][:, 1:]
+    keep = target != IGNORE
+    return F.cross_entropy(b.lm_head(hidden[:, :-1][keep]).float(), target[keep])
+
+
+def step_fn(net: nn.Module, batch: dict[str, torch.Tensor], text_only: bool = False,
+            optimizer: torch.optim.Optimizer | None = None) -> Callable[[], None]:
+    """One forward + backward (+ optimiser step when given) of `net` on `batch`."""
+
+    def step() -> None:
+        if text_only:
+            loss = text_only_loss(net, batch)
+        else:
+            loss, _ = net(batch["ecg"], batch["input_ids"], batch["attention_mask"], batch["labels"])
+        loss.backward()
+        if optimizer is not None:
+            optimizer.step()
+        net.zero_grad(set_to_none=True)
+
+    return step
+
+
+# --------------------------------------------------------------------------------------------------- FLOPs
+
+
+def _module_flops(module: nn.Module, run: Callable[[], Any]) -> int:
+    """2 x multiply-adds of every Conv1d and Linear inside `module` during `run()` (from their shapes)."""
+    total = 0
+
+    def hook(layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(layer, nn.Conv1d):
+            total += 2 * output.numel() * layer.in_channels // layer.groups * layer.kernel_size[0]
+        elif isinstance(layer, nn.Linear):
+            total += 2 * output.numel() * layer.in_features
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv1d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def _linear_params(net: nn.Module) -> tuple[int, int, int]:
+    """(all decoder linear weights incl. LoRA, LoRA weights, k/v projection base weights), biases included."""
+    total = lora = kv = 0
+    for name, param in net.backbone.layers.named_parameters():
+        if param.ndim != 2:
+            continue
+        total += param.numel()
+        lora += param.numel() if "lora_" in name else 0
+        kv += param.numel() if ("k_proj" in name or "v_proj" in name) and "lora_" not in name else 0
+    return total, lora, kv
+
+
+def analytic_flops(net: nn.Module, batch: dict[str, torch.Tensor], text_only: bool = False) -> dict[str, int]:
+    """Forward, backward and total FLOPs of one training step (see the module docstring for the formula)."""
+    b = net.backbone
+    n_lin, n_lora, n_kv = _linear_params(net)
+    bsz, seq = batch["input_ids"].shape
+    n_lab = int((batch["labels"][:, 1:] != IGNORE).sum())
+    d, vocab, layers = b.hidden_size, b.lm_head.weight.shape[0], len(b.layers)
+    fusion = "text" if text_only else net.fusion_name
+    ecg_tokens = 0 if text_only else net.encoder.n_tokens
+    q_len = seq + (ecg_tokens if fusion == "input_prefix" else 0)
+    k_len = q_len + (ecg_tokens if fusion == "prefix_kv" else 0)
+    tokens = bsz * q_len
+    attn = layers * 4 * bsz * q_len * k_len * d
+    encoder = 0
+    if not text_only:
+        lora_kv = sum(p.numel() for n, p in b.layers.named_parameters()
+                      if "lora_" in n and ("k_proj" in n or "v_proj" in n))
+        encoder = _module_flops(net.encoder, lambda: net.projector(net.encoder(batch["ecg"])))
+        encoder += 2 * (n_kv + lora_kv) * bsz * ecg_tokens if fusion == "prefix_kv" else 0
+    forward = 2 * n_lin * tokens + 2 * d * vocab * n_lab + attn + encoder
+    backward = 2 * n_lin * tokens + 2 * d * vocab * n_lab + 2 * attn + 2 * n_lora * tokens + 2 * encoder
+    return {"forward": forward, "backward": backward, "total": forward + backward}
+
+
+def counted_flops(step: Callable[[], None]) -> int:
+    """FLOPs of one `step()` as executed, counted by torch's FlopCounterMode (matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+# --------------------------------------------------------------------------------------------------- suites
+
+
+def train_suite(repeats: int, peak_gflops: float, tiny: bool = False) -> dict[str, Any]:
+    """Training samples/s and FLOP/s (fraction of the fp32 matmul peak) of MEIT's default model; prefix-KV
+    forward+backward overhead vs the same LM on text only and vs input-prefix, with 32 ECG tokens each."""
+    shape = shape_for(tiny)
+    torch.manual_seed(0)
+    net = build_net(shape, "prefix_kv", ecg_tokens=1)
+    batch = make_batch(shape)
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
+    step = step_fn(net, batch, optimizer=optimizer)
+    seconds = repeat_timed(step, repeats)
+    # The peak is the best fp32 matmul rate seen (the run's 1024^3 median, or 2048^3 measured now, max of repeats):
+    # on a shared machine a median can sit below what the training step itself reaches.
+    peak = max(peak_gflops, matmul_peak_gflops(256 if tiny else 2048, max(3, repeats))["max"])
+    flops = analytic_flops(net, batch)
+    achieved = {k: flops["total"] / v / 1e9 for k, v in (("median", seconds["median"]), ("min", seconds["max"]),
+                                                          ("max", seconds["min"]))}
+    out: dict[str, Any] = {
+        "shape": (f"Llama d={shape.hidden} L={shape.layers} V={shape.vocab}, LoRA r={shape.lora_r}, batch "
+                  f"{shape.batch} x {shape.prompt_tokens + shape.report_tokens} tokens, ECG 12x{shape.n_samples}"),
+        "trainable_params": sum(p.numel() for p in net.parameters() if p.requires_grad),
+        "train_step_s": seconds,
+        "train_samples_per_s": rate(shape.batch, seconds),
+        "flops_per_step_analytic": flops["total"],
+        "flops_per_step_counted": counted_flops(step_fn(net, batch)),
+        "achieved_gflops": {**achieved, "n": seconds["n"]},
+        "fp32_peak_gflops_used": peak,
+        "fraction_of_fp32_peak": {k: v / peak for k, v in achieved.items()} | {"n": seconds["n"]},
+    }
+    out.update(fusion_overheads(shape, repeats))
+    return out
+
+
+def fusion_overheads(shape: BenchShape, repeats: int) -> dict[str, Any]:
+    """Forward+backward seconds of prefix-KV, input-prefix and text-only on the same LM and text, and the ratios."""
+    prefix = build_net(shape, "prefix_kv", ecg_tokens=shape.ecg_tokens)
+    inputs = build_net(shape, "input_prefix", ecg_tokens=shape.ecg_tokens)
+    batch = make_batch(shape)
+    times = {"prefix_kv": repeat_timed(step_fn(prefix, batch), repeats),
+             "input_prefix": repeat_timed(step_fn(inputs, batch), repeats),
+             "text_only": repeat_timed(step_fn(prefix, batch, text_only=True), repeats)}
+    out: dict[str, Any] = {f"fwd_bwd_s_{name}_{shape.ecg_tokens}tok" if name != "text_only" else "fwd_bwd_s_text_only":
+                           value for name, value in times.items()}
+    out[f"prefix_kv_over_text_only_{shape.ecg_tokens}tok"] = times["prefix_kv"]["median"] / times["text_only"]["median"]
+    out[f"prefix_kv_over_input_prefix_{shape.ecg_tokens}tok"] = (times["prefix_kv"]["median"]
+                                                                  / times["input_prefix"]["median"])
+    return out
+
+
+@torch.no_grad()
+def text_only_generate(net: nn.Module, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """Greedy decoding of the same LM without ECG, with the same KV-cache loop as `ECGConditionedLM.generate`."""
+    from transformers.cache_utils import DynamicCache
+
+    b = net.backbone
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = b.decoder(inputs_embeds=b.embed(ids), attention_mask=mask, position_ids=positions,
+                    past_key_values=DynamicCache(), use_cache=True)
+    hidden, cache, last = out.last_hidden_state, out.past_key_values, positions[:, -1]
+    steps = []
+    for _ in range(new_tokens):
+        token = b.lm_head(hidden[:, -1]).argmax(-1)
+        steps.append(token)
+        mask, last = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1), last + 1
+        out = b.decoder(inputs_embeds=b.embed(token[:, None]), attention_mask=mask, position_ids=last[:, None],
+                        past_key_values=cache, use_cache=True)
+        hidden, cache = out.last_hidden_state, out.past_key_values
+    return torch.stack(steps, 1)
+
+
+def generate_suite(repeats: int, peak_gflops: float, tiny: bool = False) -> dict[str, Any]:
+    """Greedy generation reports/s (fixed length, no early stop) with prefix-KV (MEIT default, 1 ECG token) vs
+    text-only decoding of the same LM, batch of `gen_batch` prompts."""
+    shape = shape_for(tiny)
+    net = build_net(shape, "prefix_kv", ecg_tokens=1).eval()
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, shape.vocab, (shape.gen_batch, shape.prompt_tokens), generator=gen)
+    mask = torch.ones_like(ids)
+    ecg = torch.randn(shape.gen_batch, 12, shape.n_samples, generator=gen)
+    with_ecg = repeat_timed(lambda: net.generate(ecg, ids, mask, shape.gen_tokens, None, 0), repeats)
+    text = repeat_timed(lambda: text_only_generate(net, ids, mask, shape.gen_tokens), repeats)
+    return {"batch": shape.gen_batch, "new_tokens": shape.gen_tokens,
+            "reports_per_s_prefix_kv": rate(shape.gen_batch, with_ecg),
+            "reports_per_s_text_only": rate(shape.gen_batch, text),
+            "tokens_per_s_prefix_kv": rate(shape.gen_batch * shape.gen_tokens, with_ecg),
+            "prefix_kv_time_over_text_only": with_ecg["median"] / text["median"]}
+
+
+def data_suite(repeats: int, peak_gflops: float, tiny: bool = False) -> dict[str, Any]:
+    """Synthetic dataset writing (generation + WFDB + CSV) records/s, PTB-XL format, all cores and one."""
+    from meit.data.synth import benchmark
+
+    n = 8 if tiny else 200
+    out: dict[str, Any] = {"n": n}
+    for workers in (1, None):
+        results = [benchmark(n=n, fmt="ptbxl", workers=workers) for _ in range(repeats)]
+        key = "records_per_s_1_worker" if workers == 1 else f"records_per_s_{results[0]['workers']}_workers"
+        out[key] = summarise([r["records_per_s"] for r in results])
+    return out
+
+
+def render_suite(repeats: int, peak_gflops: float, tiny: bool = False) -> dict[str, Any]:
+    """ECG page rendering images/s (clean 1100x850 page; and with artefacts), one process."""
+    from meit.data.render import RenderConfig, benchmark
+
+    n = 2 if tiny else 40
+    clean = [benchmark(n=n) for _ in range(repeats)]
+    artefacts = RenderConfig(artefacts=("rotation", "blur", "crease", "noise"))
+    noisy = [benchmark(n=n, cfg=artefacts) for _ in range(repeats)]
+    return {"n": n, "size": f"{clean[0]['width']}x{clean[0]['height']}",
+            "images_per_s_clean": summarise([r["images_per_s"] for r in clean]),
+            "images_per_s_artefacts": summarise([r["images_per_s"] for r in noisy])}
+
+
+def eval_suite(repeats: int, peak_gflops: float, tiny: bool = False) -> dict[str, Any]:
+    """Seconds to evaluate 5,000 (prediction, reference) pairs end to end (`evaluate_records`: every metric,
+    METEOR's JVM start, BERTScore, 1,000 bootstrap resamples), plus meit.eval's own breakdown."""
+    from meit.eval import benchmark, evaluate_records
+    from meit.eval.bench import synthetic_pairs
+
+    n_pairs = 50 if tiny else 5000
+    hyps, refs = synthetic_pairs(n_pairs, seed=0)
+    rows = [{"id": str(i), "prediction": h, "reference": r} for i, (h, r) in enumerate(zip(hyps, refs))]
+    n_boot = 10 if tiny else 1000
+    seconds = repeat_timed(lambda: evaluate_records(rows, n_bootstrap=n_boot), repeats, warmup=0)
+    breakdown = benchmark(n_pairs=n_pairs)
+    return {"n_pairs": n_pairs, "n_bootstrap": n_boot, "evaluate_records_s": seconds,
+            "pairs_per_s": rate(n_pairs, seconds), **{f"breakdown_{k}": v for k, v in breakdown.items()}}
+

@@ -1,0 +1,71 @@
+"""`python -m meit.report RECORD --run RUN_DIR`: the report a trained run writes for one WFDB record.
+
+RECORD is a WFDB record path without extension (e.g. `records100/00000/00001_lr`); its 12 standard leads are
+selected by name, resampled to the run's rate and cropped/padded to the run's length, as in training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see meit.fit: spinning OpenMP threads stall a shared CPU
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m meit.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("record", help="WFDB record path without extension (.hea/.dat next to it)")
+    parser.add_argument("--run", required=True, help="run directory written by `python -m meit.fit`")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--instruction", default=None, help="instruction to use (default: the run's test instruction)")
+    return parser
+
+
+def generate_report(record: str | Path, run_dir: str | Path, device: str = "cpu",
+                    instruction: str | None = None) -> str:
+    """Loads the run and generates the report of one record.
+
+    Raises:
+        meit.data.records.RecordError: the record is missing or unusable (the message names the file and problem).
+        FileNotFoundError: the run directory is incomplete.
+    """
+    import dataclasses
+
+    import torch
+
+    from meit.data.records import load_signal
+    from meit.datamodule import PromptCollator
+    from meit.rundir import load_run
+
+    module, tokenizer, cfg = load_run(run_dir, device=device)
+    data = cfg.data if instruction is None else dataclasses.replace(cfg.data, instruction=instruction)
+    signal = load_signal(Path(record), data.sampling_rate, data.n_samples).signal
+    item = {"id": str(record), "ecg": torch.from_numpy(signal), "report": "", "labels": []}
+    batch = PromptCollator(tokenizer, data, generate=True)([item])
+    ecg, ids, mask = (batch[k].to(device) for k in ("ecg", "input_ids", "attention_mask"))
+    return module.generate_reports(ecg, ids, mask)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prints the report; returns the exit status (2 for an unusable record or run)."""
+    args = build_parser().parse_args(argv)
+    from meit.data.records import RecordError
+
+    if str(args.record).lower().endswith(IMAGE_SUFFIXES):
+        print(f"error: {args.record} is an image; a signal run reads WFDB records (path without extension)",
+              file=sys.stderr)
+        return 2
+    try:
+        print(generate_report(args.record, args.run, args.device, args.instruction))
+    except (RecordError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

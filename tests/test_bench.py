@@ -1,0 +1,76 @@
+"""`python -m meit.bench`: suite wiring, JSON / markdown structure (not timings), and the training FLOP formula."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from meit import bench
+from meit.benchmarks import TINY, analytic_flops, build_net, counted_flops, make_batch, step_fn
+
+STAT_KEYS = {"median", "min", "max", "n"}
+
+
+def _is_stat(value) -> bool:
+    return isinstance(value, dict) and set(value) == STAT_KEYS and value["min"] <= value["median"] <= value["max"]
+
+
+def test_every_suite_points_at_a_function():
+    import importlib
+
+    assert set(bench.SUITES) == {"data", "render", "train", "generate", "eval"}
+    for module, name in bench.SUITES.values():
+        assert callable(getattr(importlib.import_module(module), name))
+
+
+@pytest.mark.parametrize("fusion, tokens, text_only", [("prefix_kv", 1, False), ("prefix_kv", 4, False),
+                                                       ("input_prefix", 4, False), ("prefix_kv", 1, True)])
+def test_analytic_flops_bound_the_counted_flops(fusion, tokens, text_only):
+    """The formula (frozen LM: activation grads everywhere, weight grads for LoRA/encoder only) is an upper bound
+    within 20 % of what torch's FlopCounterMode counts on the same step."""
+    net = build_net(TINY, fusion, ecg_tokens=tokens)
+    batch = make_batch(TINY)
+    analytic = analytic_flops(net, batch, text_only=text_only)
+    counted = counted_flops(step_fn(net, batch, text_only=text_only))
+    assert counted <= analytic["total"] <= 1.2 * counted
+    if text_only:  # the LM alone: frozen weights get no weight gradient, so backward < 2 x forward
+        assert analytic["backward"] < 2 * analytic["forward"]
+
+
+def test_tiny_train_and_generate_suites_have_the_documented_figures():
+    from meit.benchmarks import generate_suite, train_suite
+
+    train = train_suite(repeats=1, peak_gflops=100.0, tiny=True)
+    for key in ("train_samples_per_s", "achieved_gflops", "fraction_of_fp32_peak", "fwd_bwd_s_text_only",
+                "fwd_bwd_s_prefix_kv_4tok", "fwd_bwd_s_input_prefix_4tok", "train_step_s"):
+        assert _is_stat(train[key]), key
+    assert train["prefix_kv_over_text_only_4tok"] > 0 and train["prefix_kv_over_input_prefix_4tok"] > 0
+    assert train["flops_per_step_counted"] <= train["flops_per_step_analytic"]
+    assert train["fp32_peak_gflops_used"] >= 100.0
+    ratio = train["fraction_of_fp32_peak"]["median"] / train["achieved_gflops"]["median"]
+    assert ratio == pytest.approx(1 / train["fp32_peak_gflops_used"])
+    generate = generate_suite(repeats=1, peak_gflops=100.0, tiny=True)
+    assert _is_stat(generate["reports_per_s_prefix_kv"]) and _is_stat(generate["reports_per_s_text_only"])
+    assert generate["new_tokens"] == TINY.gen_tokens
+
+
+@pytest.mark.slow
+def test_tiny_bench_cli_writes_json_and_appends_markdown(tmp_path):
+    out, md = tmp_path / "bench.json", tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n")
+    bench.main(["all", "--tiny", "--repeats", "1", "--out", str(out), "--benchmarks-md", str(md)])
+    results = json.loads(out.read_text())
+    assert set(bench.SUITES) <= set(results)
+    assert _is_stat(results["fp32_matmul_peak_gflops"]) and results["peak_rss_mb"] > 0
+    assert results["command"].startswith("python -m meit.bench") and "cores" in results["machine"]
+    assert _is_stat(results["data"]["records_per_s_1_worker"])
+    assert _is_stat(results["render"]["images_per_s_clean"]) and _is_stat(results["render"]["images_per_s_artefacts"])
+    assert _is_stat(results["eval"]["evaluate_records_s"]) and results["eval"]["n_pairs"] == 50
+    assert _is_stat(results["train"]["fraction_of_fp32_peak"])
+    assert _is_stat(results["generate"]["reports_per_s_prefix_kv"])
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n") and "Machine: " in text
+    for name in bench.SUITES:
+        assert f"### {name}" in text
+    assert "| train_samples_per_s |" in text and "(n=1)" in text

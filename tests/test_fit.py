@@ -1,0 +1,164 @@
+"""`python -m meit.fit`: flags, presets, the tiny pipeline end to end, reloading a run, resuming a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from meit.fit import main, resolve_precision
+from meit.rundir import load_run
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = [REPO / "configs" / f"{name}.yaml" for name in (
+    "default", "meit_llama2_7b_ptbxl", "meit_mistral_7b_mimic", "meit_gpt2_medium", "smollm2_135m", "deepspeed_zero2")]
+
+
+def tiny_args(cache: Path, run_dir: Path, *extra: str) -> list[str]:
+    """A configuration that trains in seconds: 60 synthetic records, a 2-layer 32-wide backbone, 3 steps."""
+    return [
+        "--data.synthetic_n", "60", "--data.cache_dir", str(cache), "--model.cache_dir", str(cache),
+        "--data.batch_size", "8", "--data.eval_batch_size", "8", "--data.max_length", "24",
+        "--model.embedded.hidden_size", "32", "--model.embedded.num_layers", "2", "--model.embedded.num_heads", "4",
+        "--model.embedded.num_kv_heads", "2", "--model.embedded.intermediate_size", "64",
+        "--model.embedded.pretrain_steps", "3", "--model.lora_r", "4",
+        "--model.encoder_kwargs", '{"widths": [8, 8, 16, 16]}',
+        "--trainer.max_steps", "3", "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1",
+        "--trainer.enable_model_summary", "false",
+        "--test.max_new_tokens", "12", "--test.n_bootstrap", "10", "--test.metrics", "[bleu,labels]",
+        "--run_dir", str(run_dir), *extra,
+    ]
+
+
+def print_config(capsys, *args: str) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_print_config_lists_every_group(capsys):
+    config = print_config(capsys)
+    assert {"trainer", "model", "data", "optim", "test", "run_dir", "ckpt_path", "seed_everything"} <= set(config)
+    assert config["model"]["llm"] == "embedded" and config["model"]["lora_r"] == 64
+    assert config["model"]["lora_alpha"] == 128 and config["model"]["lora_dropout"] == 0.1
+    assert config["data"]["dataset"] == "synthetic" and config["data"]["sampling_rate"] == 100
+    assert config["optim"]["warmup_ratio"] == 0.03 and "hidden_size" in config["model"]["embedded"]
+
+
+def test_help_documents_the_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--model.llm", "--model.ecg_input", "--model.trust_remote_code", "--data.dataset", "--data.root",
+                 "--data.sampling_rate", "--run_dir", "--ckpt_path", "--trainer.max_epochs", "--optim.lr"):
+        assert flag in text
+    assert "no-ECG baseline" in text  # field docstrings are the help texts
+
+
+def test_flags_override_defaults(capsys):
+    config = print_config(capsys, "--model.lora_r", "8", "--data.dataset", "ptbxl", "--data.root", "/data/ptb-xl",
+                          "--model.ecg_input", "zero")
+    assert (config["model"]["lora_r"], config["model"]["ecg_input"]) == (8, "zero")
+    assert (config["data"]["dataset"], config["data"]["root"]) == ("ptbxl", "/data/ptb-xl")
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_every_preset_parses(preset, capsys):
+    config = print_config(capsys, "--config", str(preset))
+    assert config["model"]["llm"] and config["data"]["dataset"] in ("synthetic", "ptbxl", "mimic")
+
+
+def test_default_preset_is_the_embedded_default(capsys):
+    assert print_config(capsys, "--config", str(REPO / "configs" / "default.yaml")) == print_config(capsys)
+
+
+def test_paper_presets_follow_meit(capsys):
+    for name in ("meit_llama2_7b_ptbxl", "meit_mistral_7b_mimic", "meit_gpt2_medium"):
+        config = print_config(capsys, "--config", str(REPO / "configs" / f"{name}.yaml"))
+        assert (config["data"]["sampling_rate"], config["data"]["n_samples"]) == (500, 5000)
+        assert (config["optim"]["lr"], config["data"]["batch_size"], config["data"]["max_length"]) == (2e-5, 64, 128)
+        assert (config["trainer"]["max_epochs"], config["trainer"]["precision"]) == (5, "bf16-mixed")
+        assert (config["model"]["lora_r"], config["model"]["lora_alpha"]) == (64, 128)
+        assert config["model"]["encoder_kwargs"] == {"n_tokens": 1}  # one globally pooled ECG token
+        assert config["model"]["fusion_kwargs"] == {"projector": "meit", "normalize": True}
+    zero2 = print_config(capsys, "--config", str(REPO / "configs" / "deepspeed_zero2.yaml"))
+    assert zero2["trainer"]["strategy"] == "deepspeed_stage_2" and zero2["model"]["gradient_checkpointing"]
+
+
+def test_cpu_precision_is_always_fp32():
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU policy")
+    with pytest.warns(UserWarning, match="fp32"):
+        assert resolve_precision("bf16-mixed", "auto") == "32-true"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision(None, "cpu") == "32-true"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path, str]:
+    """One tiny `python -m meit.fit` run in a subprocess: (cache dir, run dir, stdout)."""
+    base = tmp_path_factory.mktemp("fit")
+    cache, run_dir = base / "cache", base / "run"
+    out = subprocess.run([sys.executable, "-m", "meit.fit", *tiny_args(cache, run_dir)], cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return cache, run_dir, out.stdout
+
+
+@pytest.mark.slow
+def test_fit_writes_a_complete_run_directory(tiny_run):
+    _, run_dir, stdout = tiny_run
+    assert stdout.strip().splitlines()[-1] == str(run_dir)
+    for name in ("config.yaml", "weights.safetensors", "backbone.json", "predictions.jsonl", "metrics.json",
+                 "report.md", "run.json"):
+        assert (run_dir / name).is_file(), name
+    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert rows and all({"id", "prediction", "reference", "labels_true"} <= set(r) for r in rows)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["n"] == len(rows) and 0 <= metrics["bleu_4"] <= 1 and 0 <= metrics["label_macro_f1"] <= 1
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["train_steps"] == 3 and info["backbone"]["llm"] == "embedded"
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["run_dir"] == str(run_dir) and saved["model"]["lora_r"] == 4
+    assert "| bleu_4 |" in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_saved_run_reloads_to_the_same_predictions(tiny_run):
+    from meit.datamodule import MEITDataModule
+
+    _, run_dir, _ = tiny_run
+    module, tokenizer, cfg = load_run(run_dir)
+    saved = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    dm = MEITDataModule(cfg.data)
+    dm.set_tokenizer(tokenizer)
+    again = []
+    for batch in dm.predict_dataloader("test"):
+        again += module.predict_step(batch, 0)
+    assert again == saved
+
+
+@pytest.mark.slow
+def test_resume_from_a_checkpoint_continues_the_step_count(tiny_run, tmp_path):
+    cache, _, _ = tiny_run
+    first = main(tiny_args(cache, tmp_path / "first", "--trainer.max_steps", "2", "--test.skip", "true"))
+    ckpt = first / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state["global_step"] == 2
+    assert all("lora_" in k or not k.startswith("net.llm.") for k in state["state_dict"])  # no frozen weights
+    second = main(tiny_args(cache, tmp_path / "second", "--trainer.max_steps", "4", "--test.skip", "true",
+                            "--ckpt_path", str(ckpt)))
+    assert json.loads((second / "run.json").read_text())["train_steps"] == 4
+    rows = [row for f in (second / "lightning_logs").rglob("metrics.csv") for row in csv.DictReader(f.open())]
+    steps = {int(row["step"]) for row in rows if row.get("train/loss")}
+    assert steps == {2, 3}  # the resumed run trained steps 2 and 3 only
+    assert not list((second / "checkpoints").glob(".*.tmp"))  # atomic writes leave no temporary file
