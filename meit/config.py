@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from meit.vision_llm import VisionLLMConfig
+
 MEIT_INSTRUCTION = "generate a description of the ECG embeddings:"
 """The instruction MEIT's reference code puts before every report."""
 
@@ -96,6 +98,15 @@ class ModelConfig:
     backbone's text keys/values, which slowed learning); MEIT's exact projector is `{"normalize": true}`."""
     ecg_input: Literal["signal", "zero"] = "signal"
     """`signal`: the real ECG; `zero`: an all-zero ECG, the no-ECG baseline (same model, same prompts)."""
+    branch: Literal["signal", "image"] = "signal"
+    """Input representation: `signal` (the 12 x T waveform) or `image` (the waveform rendered on the fly as a paper
+    printout, `data.render` / `data.image_size`; the encoder must then be an image encoder, e.g. `cnn_small`)."""
+    image_model: Literal["encoder", "mllama"] = "encoder"
+    """Image branch only: `encoder` (an image encoder into the same fusion and frozen LLM as the signal branch, the
+    controlled comparison) or `mllama` (LLaMA 3.2 Vision with LoRA, `model.vision_llm`)."""
+    vision_llm: VisionLLMConfig = field(default_factory=VisionLLMConfig)
+    """LLaMA 3.2 Vision settings (`image_model: mllama` only): model path or `tiny` (built on the text backbone),
+    LoRA, report length."""
 
 
 @dataclass
@@ -136,6 +147,13 @@ class DataConfig:
     """Sample the instruction among `instruction` + `paraphrases` for each training example."""
     prompt_template: str = "{instruction}\n"
     """Text before the report; `{instruction}` is replaced by the instruction."""
+    image_size: list[int] = field(default_factory=lambda: [224, 288])
+    """Image branch: (H, W) of the image tensor the image encoder reads (rendered pages and image files are
+    resized to it)."""
+    render: dict[str, Any] = field(default_factory=lambda: {"dpi": 50})
+    """Image branch: keyword arguments of `meit.data.render.RenderConfig` for the on-the-fly paper printout (`dpi`,
+    `grid_colour`, `black_and_white`, `artefacts` such as `{"blur": 0.3, "rotation": 0.5}`, `random_strength`).
+    Validation/test images are seeded by record id only (the same page every time)."""
 
 
 @dataclass
@@ -152,6 +170,8 @@ class OptimConfig:
     """AdamW betas."""
     warmup_ratio: float = 0.03
     """Fraction of the optimiser steps spent warming up linearly (MEIT: 3 %)."""
+    schedule: Literal["linear", "cosine"] = "linear"
+    """Decay after the warm-up: `linear` to zero (MEIT) or `cosine` to zero (LLaMA 3.2 Vision, arXiv 2501.18670)."""
 
 
 @dataclass

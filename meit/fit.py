@@ -89,8 +89,15 @@ class MEITCLI(LightningCLI):
         self.run_config = RunConfig(**{k: init[k] for k in CONFIG_GROUPS})
         self.run_dir = Path(init.run_dir or Path("runs") / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
         self.config["run_dir"] = str(self.run_dir)
-        self.datamodule = MEITDataModule(self.run_config.data)
-        self.model = MEITModule(self.run_config.model, self.run_config.optim, self.run_config.test.max_new_tokens)
+        if self.run_config.model.branch == "image":  # rendered pages; the encoder model or LLaMA 3.2 Vision
+            from meit.image_branch import check_config, make_datamodule, make_module
+
+            check_config(self.run_config)
+            self.model = make_module(self.run_config)
+            self.datamodule = make_datamodule(self.run_config, self.model)
+        else:
+            self.datamodule = MEITDataModule(self.run_config.data)
+            self.model = MEITModule(self.run_config.model, self.run_config.optim, self.run_config.test.max_new_tokens)
         self.trainer = self.instantiate_trainer(**self._trainer_overrides(dict(init.trainer)))
 
     def _trainer_overrides(self, trainer: dict[str, Any]) -> dict[str, Any]:

@@ -107,7 +107,8 @@ class MEITModule(L.LightningModule):
         cfg = self.optim_cfg
         opt = torch.optim.AdamW(self.param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_warmup_decay(total, cfg.warmup_ratio))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_schedule(total, cfg.warmup_ratio,
+                                                                     getattr(cfg, "schedule", "linear")))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def param_groups(self) -> list[dict[str, Any]]:
@@ -148,3 +149,31 @@ def linear_warmup_decay(total_steps: int, warmup_ratio: float):
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return factor
+
+
+def cosine_warmup_decay(total_steps: int, warmup_ratio: float):
+    """LR multiplier: linear 0 -> 1 over `warmup_ratio * total_steps` steps, then a half cosine 1 -> 0 at the end."""
+    import math
+
+    warmup = max(1, round(warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def warmup_schedule(total_steps: int, warmup_ratio: float, schedule: str = "linear"):
+    """The LR multiplier of `OptimConfig.schedule`: `linear` (`linear_warmup_decay`) or `cosine`.
+
+    Raises:
+        ValueError: an unknown schedule.
+    """
+    if schedule == "linear":
+        return linear_warmup_decay(total_steps, warmup_ratio)
+    if schedule == "cosine":
+        return cosine_warmup_decay(total_steps, warmup_ratio)
+    raise ValueError(f"unknown schedule: {schedule}; choose from linear, cosine")

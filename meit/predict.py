@@ -49,7 +49,8 @@ class LoadedRun:
     @property
     def input_kind(self) -> str:
         """"signal" or "image": what the run's encoder consumes."""
-        return getattr(self.module.net.encoder, "input_kind", "signal")
+        own = getattr(self.module, "input_kind", None)  # a module reading images itself (MllamaModule)
+        return own or getattr(getattr(self.module.net, "encoder", None), "input_kind", "signal")
 
 
 @dataclass

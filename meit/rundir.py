@@ -57,6 +57,8 @@ def save_run(run_dir: Path, module: Any) -> None:
     """Writes the trainable weights (safetensors) and the backbone reference of a built `MEITModule`."""
     state = {k: v.detach().cpu().contiguous() for k, v in module.trainable_state_dict().items()}
     save_file(state, str(run_dir / WEIGHTS), metadata={"format": "meit-trainable-v1"})
+    if hasattr(module, "save_extras"):  # e.g. the Mllama LoRA adapter in peft's layout (meit.image_branch)
+        module.save_extras(run_dir)
     (run_dir / BACKBONE).write_text(json.dumps(module.backbone_reference, indent=2))
 
 
@@ -88,7 +90,12 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, RunCon
     cfg = read_config(run_dir)
     reference = json.loads((run_dir / BACKBONE).read_text())
     backbone = load_backbone(reference, cfg.model, device_type=torch.device(device).type)
-    module = MEITModule(cfg.model, cfg.optim, cfg.test.max_new_tokens)
+    if cfg.model.branch == "image":
+        from meit.image_branch import make_module
+
+        module = make_module(cfg)
+    else:
+        module = MEITModule(cfg.model, cfg.optim, cfg.test.max_new_tokens)
     module.build(backbone)
     module.load_trainable_state_dict(load_file(str(run_dir / WEIGHTS)))
     return module.to(device).eval(), backbone.tokenizer, cfg

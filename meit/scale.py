@@ -6,27 +6,17 @@ tens of thousands of records in seconds. Signals are cheap (a few sinusoids per 
 physiological: use `meit.data.synth` for data a model should learn from. With `waveforms=False` only the two CSVs
 are written (metadata-loading benchmarks at 800k rows).
 
-`load_mimic_fast` is `meit.data.mimic.load_mimic` without its per-row Python work (one `Path` parse, one cleaning
-and a fresh lstat per folder for every record): statements are cleaned once per distinct value, reports joined
-column-wise with numpy, paths checked with a plain-string fast path. Same records, same skip counts; 800k rows in
-a fraction of the time (see docs/SCALING.md).
-
 `rss_mb` / `RssSampler` measure resident memory, including file-backed (memory-mapped) pages.
 """
 
 from __future__ import annotations
 
 import csv
-import gc
 import json
 import os
-import re
 import resource
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -181,141 +171,6 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self._sample()
-
-
-_SIMPLE_PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
-
-
-def joined_reports(frame, columns: list[str]) -> np.ndarray:
-    """Per row: the cleaned, non-empty statements of `columns` joined with ". " (as `meit.data.mimic.join_report`).
-
-    Each distinct statement is cleaned once; the join runs column by column over numpy object arrays.
-    """
-    from meit.data.records import clean_text
-
-    acc = np.full(len(frame), "", dtype=object)
-    for column in columns:
-        values = frame[column].to_numpy(dtype=object)
-        uniques = {v: clean_text(v) for v in set(values.tolist())}
-        cleaned = np.fromiter((uniques[v] for v in values), dtype=object, count=len(values))
-        has = cleaned != ""
-        both = has & (acc != "")
-        acc[both] = acc[both] + ". " + cleaned[both]
-        only = has & ~both
-        acc[only] = cleaned[only]
-    return acc
-
-
-def _folder_escapes(root: str, rel: str, links: dict[str, bool]) -> bool:
-    """Whether a folder of root/rel is a symbolic link leading outside the root (lstat once per folder)."""
-    from meit.data.records import _link_escapes
-
-    parts = rel.split("/")
-    prefix = root
-    for part in parts[:-1]:
-        prefix = f"{prefix}/{part}"
-        link = links.get(prefix)
-        if link is None:
-            link = links[prefix] = os.path.islink(prefix)
-        if link:
-            return _link_escapes(root, tuple(parts))
-    return False
-
-
-def _path_maker(root: Path):
-    """A function turning a plain relative path (no `.`, `..` or empty parts) into `root / rel`.
-
-    On Python < 3.12 `Path` parses every string part by part (~10 us); there the path is assembled from the
-    already-split parts with `PurePath._from_parsed_parts`, which gives an equal Path. Python 3.12+ parses lazily.
-    """
-    build = getattr(type(root), "_from_parsed_parts", None)
-    head, drv, anchor = list(root.parts), root.drive, root.root
-    try:
-        usable = build is not None and build(drv, anchor, [*head, "a", "b"]) == root / "a" / "b"
-    except (TypeError, AttributeError):  # a Python whose private signature differs
-        usable = False
-    if not usable:
-        return lambda rel: root / rel
-    return lambda rel: build(drv, anchor, head + rel.split("/"))
-
-
-def record_paths(root: Path, rels: np.ndarray, skipped: Counter) -> list[Path | None]:
-    """`resolve_inside(root, rel)` for every rel (None where it raises, counted by reason in `skipped`).
-
-    Plain relative paths (letters, digits, `_.-` and single slashes) take a string fast path; the rest go through
-    `meit.data.records.resolve_inside` itself.
-    """
-    from meit.data.records import RecordError, resolve_inside
-
-    base = os.path.abspath(root)
-    make = _path_maker(root)
-    links: dict[str, bool] = {}
-    out: list[Path | None] = []
-    for rel in rels.tolist():
-        stripped = rel.strip()
-        simple = _SIMPLE_PATH.fullmatch(stripped) and "/../" not in f"/{stripped}/" and "/./" not in f"/{stripped}/"
-        if simple and not _folder_escapes(base, stripped, links):
-            out.append(make(stripped))
-            continue
-        try:
-            out.append(resolve_inside(root, rel))
-        except RecordError as error:
-            skipped[error.reason] += 1
-            out.append(None)
-    return out
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Suspends the cyclic garbage collector: building ~1M small objects otherwise triggers full collections whose
-    cost grows with the heap (the super-linear part of loading 800k rows)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def load_mimic_fast(root: str | Path, sampling_rate: int | None = None):
-    """`meit.data.mimic.load_mimic` with the per-row work vectorised: the same Source, faster at 800k rows.
-
-    Args:
-        root: folder holding record_list.csv, machine_measurements.csv and files/.
-        sampling_rate: output rate (None: 500 Hz, the files' rate).
-
-    Returns:
-        A `meit.data.sources.Source` equal to `load_mimic`'s (records, skip and repair counts).
-    """
-    root = Path(root)
-    skipped: Counter = Counter()
-    repaired: Counter = Counter()
-    with gc_paused():
-        return _load(root, sampling_rate, skipped, repaired)
-
-
-def _load(root: Path, sampling_rate: int | None, skipped: Counter, repaired: Counter):
-    from meit.data.mimic import MEASUREMENTS_CSV, NATIVE_RATE, RECORD_LIST_CSV, _joined, report_columns
-    from meit.data.records import ECGRecord
-    from meit.data.sources import Source
-
-    joined = _joined(root, skipped, repaired)
-    reports = joined_reports(joined, report_columns(joined.columns))
-    has_report = reports != ""
-    skipped["empty_report"] += int((~has_report).sum())
-    kept = joined[has_report]
-    paths = record_paths(root, kept["path"].to_numpy(dtype=object), skipped)
-    studies = kept["study_id"].to_numpy(dtype=object).tolist()
-    subjects = kept["subject_id"].str.strip().to_numpy(dtype=object).tolist()
-    records = [ECGRecord(str(study), subject, report, {}, path, None)
-               for study, subject, report, path in zip(studies, subjects, reports[has_report].tolist(), paths)
-               if path is not None]
-    return Source(
-        name="mimic", root=root, sampling_rate=sampling_rate or NATIVE_RATE, records=records,
-        skipped=+skipped, repaired=repaired, metadata_files=(root / RECORD_LIST_CSV, root / MEASUREMENTS_CSV),
-        native_rate=NATIVE_RATE,
-    )
 
 
 class SampleIdLogger(Callback):

@@ -107,6 +107,7 @@ class SignalCache:
         self.n_samples: int = self.index["n_samples"]
         self.records: list[ECGRecord] | None = None if records is None else self._align(records)
         self._data: np.ndarray | None = None
+        self._fd: int | None = None
 
     def _align(self, records: Sequence[ECGRecord]) -> list[ECGRecord]:
         by_id = {r.record_id: r for r in records}
@@ -131,12 +132,26 @@ class SignalCache:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return np.array(self.data[self._rows[i]])
+        # A positioned read rather than indexing the memmap: pages a long-lived map touched stay in this
+        # process's RSS, so an epoch over 800k records would grow RSS towards the size of the cache.
+        data = self.data
+        row = np.empty(data.shape[1:], dtype=np.float32)
+        if self._fd is None:
+            self._fd = os.open(self.directory / SIGNALS_FILE, os.O_RDONLY)
+        n_read = os.preadv(self._fd, [memoryview(row).cast("B")], data.offset + int(self._rows[i]) * row.nbytes)
+        if n_read != row.nbytes:
+            raise OSError(f"{self.directory / SIGNALS_FILE}: short read of row {self._rows[i]} (truncated cache?)")
+        return row
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers re-open the memmap themselves
         state = self.__dict__.copy()
         state["_data"] = None
+        state["_fd"] = None
         return state
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
 
     @classmethod
     def build(

@@ -6,8 +6,11 @@ The two CSVs are joined on `study_id` (never by row order). The report is the no
 
 from __future__ import annotations
 
+import gc
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -87,10 +90,33 @@ def load_mimic(root: Path, sampling_rate: int | None = None) -> Source:
     repaired: Counter = Counter()
     joined = _joined(root, skipped, repaired)
     columns = report_columns(joined.columns)
+    rows = joined[["study_id", "subject_id", "path", *columns]].itertuples(index=False, name=None)
+    with gc_paused():
+        records = _records(root, rows, skipped)
+    return Source(
+        name="mimic", root=root, sampling_rate=sampling_rate or NATIVE_RATE, records=records,
+        skipped=+skipped, repaired=repaired, metadata_files=(root / RECORD_LIST_CSV, root / MEASUREMENTS_CSV),
+        native_rate=NATIVE_RATE,
+    )
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Suspends the cyclic garbage collector while ~1M small objects are built: otherwise full collections whose
+    cost grows with the heap make loading 800k rows super-linear (measured 94 s with it, 28 s without)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _records(root: Path, rows: Iterable[tuple], skipped: Counter) -> list[ECGRecord]:
+    """One ECGRecord per joined row with a report and a path inside the root; the others counted in `skipped`."""
     records = []
-    for study, subject, rel, *statements in joined[["study_id", "subject_id", "path", *columns]].itertuples(
-        index=False, name=None
-    ):
+    for study, subject, rel, *statements in rows:
         report = join_report(statements)
         if not report:
             skipped["empty_report"] += 1
@@ -101,8 +127,4 @@ def load_mimic(root: Path, sampling_rate: int | None = None) -> Source:
             skipped[error.reason] += 1
             continue
         records.append(ECGRecord(str(study), subject.strip(), report, {}, path, None))
-    return Source(
-        name="mimic", root=root, sampling_rate=sampling_rate or NATIVE_RATE, records=records,
-        skipped=+skipped, repaired=repaired, metadata_files=(root / RECORD_LIST_CSV, root / MEASUREMENTS_CSV),
-        native_rate=NATIVE_RATE,
-    )
+    return records

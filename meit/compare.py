@@ -1,0 +1,260 @@
+"""`python -m meit.compare --config configs/compare.yaml`: signal vs image representation, head to head.
+
+Every representation (the signal branch, the controlled image branch, optionally LLaMA 3.2 Vision) is trained and
+tested by `python -m meit.fit` with the same shared flags (`fit_args`: data, split, backbone, seed) plus its own
+(`representations`), each into `RUN_DIR/<name>/`. Then each trained run generates reports for the same test records
+at every SNR level (`snr_db`; noise of kind `noise` is added to the signal before rendering for image runs, seeded per
+record exactly alike for all representations) and the reports are scored with 95 % bootstrap CIs. Representations
+are compared pairwise at every level with a paired bootstrap (`meit.eval.compare_records`).
+
+Outputs in RUN_DIR: `compare.md` (one table: every metric with its 95 % CI per representation and SNR, and the
+paired-bootstrap p-values between representations), `compare.png` (metric vs SNR, one line per representation),
+`compare.json` (everything), `predictions/<name>/<condition>.jsonl`, and the run directory of each representation.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see meit.fit: spinning OpenMP threads stall a shared CPU
+
+import datetime as dt
+import gc
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from meit.robustness import Condition, condition_seed, level_json, level_text, plot_positions, transform_for
+from meit.rundir import TABLE_METRICS
+
+PLOT_METRICS = ("bleu_4", "rouge_l", "bertscore_f1", "label_macro_f1")
+DEFAULT_REPRESENTATIONS: dict[str, list[str]] = {
+    "signal": [],
+    "image": ["--model.branch", "image", "--model.encoder", "cnn_small"],
+}
+
+
+def build_parser() -> Any:
+    """The jsonargparse parser of `python -m meit.compare` (every option also in `--config` YAML)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="python -m meit.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options")
+    parser.add_argument("--fit_args", type=list[str], default=[],
+                        help="flags of `python -m meit.fit` shared by every representation (data, backbone, trainer)")
+    parser.add_argument("--representations", type=dict[str, list[str]], default=DEFAULT_REPRESENTATIONS,
+                        help="name -> extra `meit.fit` flags of that representation (the first is the reference "
+                             "of the p-values), e.g. {signal: [], image: [--model.branch, image, ...]}")
+    parser.add_argument("--snr_db", type=list[float | str], default=["inf", 18, 12, 6, 0],
+                        help="SNR levels in dB per lead (`inf` = clean)")
+    parser.add_argument("--noise", type=str, default="gaussian", help="noise kind of `meit.data.noise`")
+    parser.add_argument("--limit", type=int | None, default=None, help="test records per level (default: all)")
+    parser.add_argument("--metrics", type=list[str] | None, default=None,
+                        help="metric groups or keys to compute (default: all; see `meit.eval`)")
+    parser.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap resamples (CIs and p-values)")
+    parser.add_argument("--bertscore_model", type=str | None, default=None, help="BERTScore model (default MiniLM)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every run and seed of the noise")
+    parser.add_argument("--run_dir", type=str | None, default=None,
+                        help="output folder (default: runs/compare-<date-time>/); printed last")
+    return parser
+
+
+def train_all(cfg: Any, run_dir: Path) -> dict[str, Path]:
+    """Trains and tests every representation with `meit.fit` (same shared flags, same seed); returns run dirs."""
+    from meit.fit import main as fit_main
+
+    runs = {}
+    for name, extra in cfg.representations.items():
+        print(f"[compare] training {name}", flush=True)
+        args = [*cfg.fit_args, *extra, "--seed_everything", str(cfg.seed), "--run_dir", str(run_dir / name)]
+        runs[name] = fit_main(args)
+        gc.collect()
+    return runs
+
+
+class Evaluator:
+    """Scores prediction rows and compares pairs, with one METEOR process for all calls.
+
+    Args:
+        metrics: metric groups or keys (None: all).
+        n_bootstrap: bootstrap resamples.
+        bertscore_model: BERTScore model (None: the offline MiniLM).
+    """
+
+    def __init__(self, metrics: list[str] | None, n_bootstrap: int, bertscore_model: str | None) -> None:
+        from meit.eval.core import resolve_groups
+
+        self.metrics, self.n_bootstrap, self.bertscore_model = metrics, n_bootstrap, bertscore_model
+        self.meteor: Any = None
+        if "meteor" in resolve_groups(metrics):
+            from meit.eval.text import MeteorProcess
+
+            self.meteor = MeteorProcess()
+
+    def score(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """All metrics with 95 % CIs (`meit.eval.evaluate_records`)."""
+        from meit.eval import evaluate_records
+
+        return evaluate_records(rows, bertscore_model=self.bertscore_model, n_bootstrap=self.n_bootstrap, seed=0,
+                                metrics=self.metrics, meteor=self.meteor)
+
+    def compare(self, rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> dict[str, Any]:
+        """Paired bootstrap of A against B (`meit.eval.compare_records`)."""
+        from meit.eval import compare_records
+
+        return compare_records(rows_a, rows_b, bertscore_model=self.bertscore_model, n_bootstrap=self.n_bootstrap,
+                               seed=0, metrics=self.metrics, meteor=self.meteor)
+
+    def close(self) -> None:
+        """Stops the METEOR process."""
+        if self.meteor is not None:
+            self.meteor.close()
+            self.meteor = None
+
+
+def evaluate_all(cfg: Any, runs: dict[str, Path], out: Path, evaluator: Evaluator) -> dict[str, Any]:
+    """Generates and scores every representation at every SNR level, then the pairwise paired bootstraps."""
+    from meit.predict import generate, load, open_split, write_predictions
+
+    levels = [float(v) for v in cfg.snr_db]
+    conds = [Condition(cfg.noise, level) for level in levels]
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    results = []
+    ids: list[str] | None = None
+    for name, run_dir in runs.items():
+        run = load(run_dir)
+        split = open_split(run.cfg.data, "test", limit=cfg.limit)
+        split_ids = [r.record_id for r in split.records]
+        if ids is not None and split_ids != ids:
+            raise ValueError(f"{name} was tested on other records than {next(iter(runs))}: the runs must share "
+                             "data flags (fit_args)")
+        ids = split_ids
+        fs = float(run.cfg.data.sampling_rate)
+        rows[name] = {}
+        for cond in conds:
+            generated = generate(run, split, transform_for(cond, fs), condition_seed(cfg.seed, cond))
+            rows[name][cond.name] = generated
+            write_predictions(out / "predictions" / name / f"{cond.name}.jsonl", generated)
+            metrics = evaluator.score(generated)
+            results.append({"representation": name, "level": level_json(cond.level), "condition": cond.name,
+                            "metrics": metrics})
+            print(f"[compare] {name} {cond.name}: " + ", ".join(
+                f"{k} {metrics[k]:.3f}" for k in PLOT_METRICS if isinstance(metrics.get(k), float)), flush=True)
+        del run
+        gc.collect()
+    tests = []
+    for a, b in itertools.combinations(runs, 2):
+        for cond in conds:
+            paired = evaluator.compare(rows[b][cond.name], rows[a][cond.name])
+            tests.append({"a": b, "b": a, "level": level_json(cond.level), "condition": cond.name, "tests": paired})
+    return {"representations": list(runs), "runs": {k: str(v) for k, v in runs.items()}, "noise": cfg.noise,
+            "levels": [level_json(v) for v in levels], "n": len(ids or []), "results": results, "paired": tests}
+
+
+def _cell(metrics: dict[str, Any], key: str) -> str:
+    """`0.123 [0.100, 0.150]` or `-`."""
+    value = metrics.get(key)
+    if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    ci = (metrics.get("ci95") or {}).get(key)
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
+
+
+def _p_cell(tests: dict[str, Any], key: str) -> str:
+    """A paired-bootstrap p-value with the sign of the difference, or `-`."""
+    test = tests.get(key)
+    if not test or not isinstance(test.get("p_value"), (int, float)) or math.isnan(test["diff"]):
+        return "-"
+    return f"p={test['p_value']:.3f} ({test['diff']:+.3f})"
+
+
+def table_keys(summary: dict[str, Any]) -> list[str]:
+    """The main metrics present in the results, in `meit.rundir.TABLE_METRICS` order."""
+    present = {k for r in summary["results"] for k, v in r["metrics"].items() if isinstance(v, (int, float))}
+    return [k for k in TABLE_METRICS if k in present]
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """One Markdown table: per SNR level, each representation's metrics (95 % CI) and the pairwise p-values."""
+    keys = table_keys(summary)
+    lines = [f"# Signal vs image: {', '.join(summary['representations'])}", "",
+             f"Same test records (n = {summary['n']}), `{summary['noise']}` noise on the signal (before rendering "
+             "for image runs). Cells: value [95 % bootstrap CI]; `p` rows: paired bootstrap of the first named "
+             "representation against the second (difference in brackets).", "",
+             "| SNR (dB) | representation | " + " | ".join(keys) + " |",
+             "|---|---|" + "---:|" * len(keys)]
+    for level in summary["levels"]:
+        for r in (r for r in summary["results"] if r["level"] == level):
+            lines.append(f"| {level_text(level)} | {r['representation']} | "
+                         + " | ".join(_cell(r["metrics"], k) for k in keys) + " |")
+        for t in (t for t in summary["paired"] if t["level"] == level):
+            lines.append(f"| {level_text(level)} | p: {t['a']} vs {t['b']} | "
+                         + " | ".join(_p_cell(t["tests"], k) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """Metric vs SNR, one line per representation with its 95 % CI band; one panel per metric (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in PLOT_METRICS if k in table_keys(summary)] or table_keys(summary)[:4]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name in summary["representations"]:
+            rows = [r for r in summary["results"] if r["representation"] == name and key in r["metrics"]]
+            xs, labels = plot_positions([r["level"] for r in rows])
+            order = np.argsort(xs)
+            x = np.asarray(xs)[order]
+            y = np.asarray([rows[i]["metrics"][key] for i in order], dtype=float)
+            ci = [(rows[i]["metrics"].get("ci95") or {}).get(key, [np.nan, np.nan]) for i in order]
+            (line,) = ax.plot(x, y, marker="o", label=name)
+            ax.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], color=line.get_color(), alpha=0.15)
+            ax.set_xticks(x, [labels[i] for i in order])
+        ax.set_title(key)
+        ax.set_xlabel("SNR per lead (dB)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"signal vs image under {summary['noise']} noise (n = {summary['n']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_compare(cfg: Any) -> Path:
+    """Trains, evaluates and writes compare.md / compare.png / compare.json; returns the output folder."""
+    out = Path(cfg.run_dir or Path("runs") / f"compare-{dt.datetime.now():%Y-%m-%d_%H-%M-%S}")
+    out.mkdir(parents=True, exist_ok=True)
+    if len(cfg.representations) < 1:
+        raise ValueError("--representations is empty")
+    runs = train_all(cfg, out)
+    evaluator = Evaluator(cfg.metrics, cfg.n_bootstrap, cfg.bertscore_model)
+    try:
+        summary = evaluate_all(cfg, runs, out, evaluator)
+    finally:
+        evaluator.close()
+    (out / "compare.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / "compare.md").write_text(markdown(summary))
+    plot(summary, out / "compare.png")
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """`python -m meit.compare [--config configs/compare.yaml] [options]`; prints the table, then the folder."""
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    out = run_compare(cfg)
+    print((out / "compare.md").read_text(), flush=True)
+    print(os.fspath(out), flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
