@@ -254,6 +254,10 @@ def fusion_overheads(shape: BenchShape, repeats: int) -> dict[str, Any]:
     out[f"prefix_kv_over_text_only_{shape.ecg_tokens}tok"] = times["prefix_kv"]["median"] / times["text_only"]["median"]
     out[f"prefix_kv_over_input_prefix_{shape.ecg_tokens}tok"] = (times["prefix_kv"]["median"]
                                                                   / times["input_prefix"]["median"])
+    # MEIT's own setting: one pooled ECG token (the overhead is then mostly the ECG encoder's own work).
+    meit = repeat_timed(step_fn(build_net(shape, "prefix_kv", ecg_tokens=1), batch), repeats)
+    out["fwd_bwd_s_prefix_kv_1tok"] = meit
+    out["prefix_kv_over_text_only_1tok"] = meit["median"] / times["text_only"]["median"]
     return out
 
 

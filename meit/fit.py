@@ -141,7 +141,8 @@ def fit(cli: MEITCLI) -> Path:
     """Runs the whole job of a parsed CLI; returns the run directory."""
     cfg, run_dir, trainer, dm, module = cli.run_config, cli.run_dir, cli.trainer, cli.datamodule, cli.model
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cli.parser.dump(cli.config))
+    if trainer.is_global_zero:
+        (run_dir / "config.yaml").write_text(cli.parser.dump(cli.config))
     timings: dict[str, float] = {}
     start = time.perf_counter()
     dm.prepare_data()
@@ -156,19 +157,33 @@ def fit(cli: MEITCLI) -> Path:
     tick = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=cli.config_init.ckpt_path, weights_only=True)
     timings["train_s"] = time.perf_counter() - tick
-    save_run(run_dir, module)
+    if trainer.is_global_zero:
+        save_run(run_dir, module)
     info = {"trainable_parameters": module.count_trainable(), "train_steps": trainer.global_step,
             "n_records": {name: len(ds) for name, ds in dm.datasets.items()}, "backbone": reference}
     if not cfg.test.skip:
         tick = time.perf_counter()
         batches = trainer.predict(module, dataloaders=dm.predict_dataloader("test", cfg.test.limit))
         timings["test_s"] = time.perf_counter() - tick
-        rows = [row for batch in batches for row in batch]
-        info["metrics"] = write_test_outputs(run_dir, rows, cfg, info)
+        rows = gather_rows([row for batch in batches for row in batch])
+        if trainer.is_global_zero:
+            info["metrics"] = write_test_outputs(run_dir, rows, cfg, info)
     timings["total_s"] = time.perf_counter() - start
     info["timings"] = {k: round(v, 1) for k, v in timings.items()}
-    (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str))
+    if trainer.is_global_zero:
+        (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str))
     return run_dir
+
+
+def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's prediction rows, on every rank (one copy per id: DistributedSampler pads shards by repeating
+    records). Under DDP each rank generates for its shard of the test split only."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return rows
+    shards: list[list[dict[str, Any]] | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(shards, rows)
+    unique = {row["id"]: row for shard in shards for row in shard}
+    return sorted(unique.values(), key=lambda row: row["id"])
 
 
 def summary(run_dir: Path) -> str:

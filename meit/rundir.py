@@ -102,7 +102,13 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, RunCon
 
 
 def write_test_outputs(run_dir: Path, rows: list[dict[str, Any]], cfg: RunConfig, info: dict[str, Any]) -> dict:
-    """Writes predictions.jsonl, metrics.json and report.md; returns the metrics."""
+    """Writes predictions.jsonl, metrics.json and report.md; returns the metrics.
+
+    Where no record of the split has labels (MIMIC-IV-ECG stores none) `labels_true` is left out, so the clinical
+    scores compare with labels extracted from the reference reports instead of with empty label sets.
+    """
+    if not any(row.get("labels_true") for row in rows):
+        rows = [{k: v for k, v in row.items() if k != "labels_true"} for row in rows]
     with open(run_dir / PREDICTIONS, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -36,7 +36,12 @@ def test_ddp_two_cpu_ranks_see_different_records_and_weights_load(tmp_path):
     run_dir = tmp_path / "run"
     _fit(run_dir, tmp_path / "cache", "--trainer.strategy", "ddp", "--trainer.devices", "2",
          "--trainer.accelerator", "cpu", "--trainer.max_steps", "3",
-         "--trainer.callbacks+=meit.scale.SampleIdLogger", f"--trainer.callbacks.out_dir={run_dir}")
+         "--trainer.callbacks+=meit.scale.SampleIdLogger", f"--trainer.callbacks.out_dir={run_dir}",
+         "--test.skip", "false", "--test.metrics", "[bleu]", "--test.n_bootstrap", "0")
+    # Each rank generated for its shard of the test split; rank 0 wrote all of them, once each.
+    predictions = [json.loads(line)["id"] for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    n_test = json.loads((run_dir / "run.json").read_text())["n_records"]["test"]
+    assert len(predictions) == len(set(predictions)) == n_test
     rank0, rank1 = _ids(run_dir, 0), _ids(run_dir, 1)
     assert len(rank0) == len(rank1) == 3  # both ranks ran every optimiser step
     assert all(len(batch) == 4 for batch in rank0 + rank1)  # per-rank batch size
