@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .core import compare_records, evaluate_records, read_predictions
+from .core import compare_records, evaluate_records, format_metric, read_predictions
 
 MODULES = ("bleu", "meteor", "rouge", "cider_d", "bertscore", "clinical_labels")
 
@@ -35,4 +35,6 @@ def benchmark(n_pairs: int = 5000, seed: int = 0) -> dict:
     return run_benchmark(n_pairs=n_pairs, seed=seed)
 
 
-__all__ = ["MODULES", "benchmark", "compare_records", "evaluate_records", "module_path", "read_predictions"]
+__all__ = [
+    "MODULES", "benchmark", "compare_records", "evaluate_records", "format_metric", "module_path", "read_predictions",
+]

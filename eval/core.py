@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -244,3 +245,12 @@ def compare_records(
         d = ba[k] - bb[k]
         out[k] = {"a": pa[k], "b": pb[k], "diff": diff, "ci95": percentile_ci(d), "p_value": paired_p_value(d, diff)}
     return out
+
+
+def format_metric(metrics: dict[str, Any], key: str) -> str:
+    """`metrics[key]` as table text, "0.412 [0.380, 0.441]" with its 95 % CI where there is one, "-" if absent."""
+    value = metrics.get(key)
+    if not isinstance(value, (int, float)):
+        return "-"
+    low_high = (metrics.get("ci95") or {}).get(key)
+    return f"{value:.3f} [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else f"{value:.3f}"

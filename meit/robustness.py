@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from meit.eval import format_metric
 from meit.predict import EvalSplit, LoadedRun, Scorer, SignalTransform, generate, load, open_split, write_predictions
 
 PROTOCOLS = ("snr", "meit-segment")
@@ -140,14 +141,6 @@ def sweep(run: LoadedRun, split: EvalSplit, conds: Sequence[Condition], score: S
     return results
 
 
-def _cell(metrics: dict[str, Any], key: str) -> str:
-    value = metrics.get(key)
-    if not isinstance(value, (int, float)):
-        return "-"
-    low_high = (metrics.get("ci95") or {}).get(key)
-    return f"{value:.3f} [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else f"{value:.3f}"
-
-
 def markdown(summary: dict[str, Any], metrics: Sequence[str] = TABLE_METRICS) -> str:
     """One table per metric: a row per noise kind, a column per level, cells `value [95 % CI]`."""
     unit = "clean ratio" if summary["protocol"] == SEGMENT_NOISE else "SNR (dB)"
@@ -161,7 +154,7 @@ def markdown(summary: dict[str, Any], metrics: Sequence[str] = TABLE_METRICS) ->
     for key in metrics:
         lines += [f"## {key}", "", "| noise | " + " | ".join(levels) + " |", "|---|" + "---:|" * len(levels)]
         for noise in noises:
-            cells = [_cell(by_key[(noise, level)], key) if (noise, level) in by_key else "-" for level in levels]
+            cells = [format_metric(by_key.get((noise, level), {}), key) for level in levels]
             lines.append(f"| {noise} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from meit.config import DataConfig
+from meit.eval import format_metric
 from meit.predict import LoadedRun, Scorer, dataset_config, dataset_label, generate, load, open_split, write_predictions
 
 TABLE = (("bleu_4", "BLEU-4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D"),
@@ -71,14 +72,6 @@ def evaluate_on(run: LoadedRun, cfg: DataConfig, setting: str, score: Scorer, ou
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-def _cell(metrics: dict[str, Any], key: str) -> str:
-    value = metrics.get(key)
-    if not isinstance(value, (int, float)):
-        return "-"
-    low_high = (metrics.get("ci95") or {}).get(key)
-    return f"{value:.3f} [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else f"{value:.3f}"
-
-
 def markdown(summary: dict[str, Any]) -> str:
     """MEIT's zero-shot table: one row per (trained on -> tested on), in-domain first; value [95 % CI]."""
     lines = [f"# Zero-shot transfer: `{summary['run']}`", "",
@@ -87,7 +80,7 @@ def markdown(summary: dict[str, Any]) -> str:
              "| trained on | tested on | setting | n | " + " | ".join(title for _, title in TABLE) + " |",
              "|---|---|---|---:|" + "---:|" * len(TABLE)]
     for entry in summary["results"]:
-        cells = [_cell(entry["metrics"], key) for key, _ in TABLE]
+        cells = [format_metric(entry["metrics"], key) for key, _ in TABLE]
         lines.append(f"| {entry['train']} | {entry['test']} | {entry['setting']} | {entry['n']} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

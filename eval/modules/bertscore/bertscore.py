@@ -4,37 +4,13 @@ Load offline with ``evaluate.load(meit.eval.module_path("bertscore"))``. Scores 
 ``meit.eval.evaluate_records`` (no bootstrap here), so they equal ``python -m meit.evaluate``.
 """
 
-import datasets
-import evaluate
-from meit.eval import evaluate_records
-
-_DESCRIPTION = "BERTScore P/R/F1 (bert-score; offline MiniLM by default, `model` argument to change)."
-_KWARGS = """
-Args:
-    predictions: list of generated reports (str).
-    references: list of reference reports (str).
-Returns:
-    dict of metric name -> float.
-"""
+from meit.eval import evaluate_module
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
-class Bertscore(evaluate.Metric):
+class Bertscore(evaluate_module.RecordsMetric):
     """BERTScore P/R/F1 (bert-score; offline MiniLM by default, `model` argument to change)."""
 
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation="",
-            inputs_description=_KWARGS,
-            features=datasets.Features(
-                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
-            ),
-        )
+    group = "bertscore"
 
     def _compute(self, predictions, references, model: str | None = None):
-        records = [
-            {"id": str(i), "prediction": p, "reference": r} for i, (p, r) in enumerate(zip(predictions, references))
-        ]
-        out = evaluate_records(records, bertscore_model=model, n_bootstrap=0, metrics=["bertscore"])
-        return {k: v for k, v in out.items() if k not in ("n_bootstrap", "seed", "labels")}
+        return self.score(predictions, references, bertscore_model=model)
