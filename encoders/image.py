@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from meit.encoders import register
 from torch import nn
+
+from meit.encoders import register
 
 POOLS = ("cls", "global", "adaptive", "all")
 

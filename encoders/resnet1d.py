@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from meit.encoders import register
 from torch import nn
+
+from meit.encoders import register
 
 
 class BasicBlock1d(nn.Module):

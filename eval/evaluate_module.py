@@ -8,6 +8,7 @@ Keep `import datasets` and `import evaluate` on separate lines.
 
 import datasets
 import evaluate
+
 from meit.eval.core import evaluate_records
 
 _KWARGS = """

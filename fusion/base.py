@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from transformers.cache_utils import Cache
+
 from meit.fusion.backbone import Backbone
 from meit.fusion.beam import beam_search
 from meit.fusion.projector import Projector
 from meit.fusion.splice import IGNORE_INDEX
-from torch import nn
-from transformers.cache_utils import Cache
 
 ECG_INPUTS = ("signal", "zero")
 

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+from torch import nn
+
 from meit.fusion import register
 from meit.fusion.base import DecoderInputs, ECGConditionedLM, positions_from_mask
-from torch import nn
 
 
 class GatedCrossAttention(nn.Module):

@@ -9,9 +9,10 @@ computed once per report. Text positions start at 0 (the prefix has no position)
 from __future__ import annotations
 
 import torch
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
 from meit.fusion import register
 from meit.fusion.base import DecoderInputs, ECGConditionedLM, positions_from_mask
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 
 class PrefixLayer(DynamicLayer):

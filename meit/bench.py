@@ -31,6 +31,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "train": ("meit.benchmarks", "train_suite"),
     "generate": ("meit.benchmarks", "generate_suite"),
     "eval": ("meit.benchmarks", "eval_suite"),
+    "smollm2": ("meit.benchmarks", "smollm2_suite"),
 }
 
 

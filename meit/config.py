@@ -158,7 +158,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with a linear warm-up and a linear decay to zero."""
+    """AdamW with a linear warm-up and a linear (or cosine, `schedule`) decay to zero."""
 
     lr: float = 2e-3
     """Peak learning rate (MEIT uses 2e-5 for 7B backbones; the small default backbone needs a larger one)."""

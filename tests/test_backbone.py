@@ -8,12 +8,12 @@ import time
 
 import pytest
 import torch
-from meit.encoders import build_encoder
-from meit.fusion.projector import Projector
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from meit import backbone as bb
 from meit.config import EmbeddedLMConfig, ModelConfig
+from meit.encoders import build_encoder
+from meit.fusion.projector import Projector
 from meit.module import MEITModule
 
 CORPUS = [

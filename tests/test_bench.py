@@ -19,7 +19,7 @@ def _is_stat(value) -> bool:
 def test_every_suite_points_at_a_function():
     import importlib
 
-    assert set(bench.SUITES) == {"data", "render", "train", "generate", "eval"}
+    assert set(bench.SUITES) == {"data", "render", "train", "generate", "eval", "smollm2"}
     for module, name in bench.SUITES.values():
         assert callable(getattr(importlib.import_module(module), name))
 
@@ -43,8 +43,12 @@ def test_tiny_train_and_generate_suites_have_the_documented_figures():
 
     train = train_suite(repeats=1, peak_gflops=100.0, tiny=True)
     for key in ("train_samples_per_s", "achieved_gflops", "fraction_of_fp32_peak", "fwd_bwd_s_text_only",
-                "fwd_bwd_s_prefix_kv_4tok", "fwd_bwd_s_input_prefix_4tok", "train_step_s"):
+                "fwd_bwd_s_prefix_kv_4tok", "fwd_bwd_s_input_prefix_4tok", "train_step_s",
+                "wide_train_step_s", "wide_train_samples_per_s", "wide_achieved_gflops", "wide_fraction_of_fp32_peak"):
         assert _is_stat(train[key]), key
+    assert "d=64" in train["wide_shape"] and "8 ECG tokens" in train["wide_shape"]  # tiny stand-in for d=512
+    wide_ratio = train["wide_fraction_of_fp32_peak"]["median"] / train["wide_achieved_gflops"]["median"]
+    assert wide_ratio == pytest.approx(1 / train["fp32_peak_gflops_used"])
     assert train["prefix_kv_over_text_only_4tok"] > 0 and train["prefix_kv_over_input_prefix_4tok"] > 0
     assert train["flops_per_step_counted"] <= train["flops_per_step_analytic"]
     assert train["fp32_peak_gflops_used"] >= 100.0
@@ -53,6 +57,29 @@ def test_tiny_train_and_generate_suites_have_the_documented_figures():
     generate = generate_suite(repeats=1, peak_gflops=100.0, tiny=True)
     assert _is_stat(generate["reports_per_s_prefix_kv"]) and _is_stat(generate["reports_per_s_text_only"])
     assert generate["new_tokens"] == TINY.gen_tokens
+
+
+def test_wide_shape_is_the_speed_targets_hidden_512_config():
+    from meit.benchmarks import WIDE, WIDE_ECG_TOKENS
+
+    assert (WIDE.hidden, WIDE.layers, WIDE.heads, WIDE.intermediate, WIDE.vocab, WIDE.lora_r) == (512, 4, 8, 1376,
+                                                                                                   1024, 64)
+    assert (WIDE.batch, WIDE.prompt_tokens + WIDE.report_tokens, WIDE_ECG_TOKENS) == (32, 64, 8)
+
+
+def test_smollm2_suite_skips_in_tiny_mode_and_without_the_package(monkeypatch):
+    from meit import backbone
+    from meit.benchmarks import smollm2_suite
+
+    tiny = smollm2_suite(repeats=1, peak_gflops=100.0, tiny=True)
+    assert set(tiny) == {"skipped"} and "tiny" in tiny["skipped"]
+
+    def missing():
+        raise FileNotFoundError("no package")
+
+    monkeypatch.setattr(backbone, "smollm2_gguf", missing)
+    absent = smollm2_suite(repeats=1, peak_gflops=100.0, tiny=False)
+    assert set(absent) == {"skipped"} and backbone.SMOLLM2_INSTALL in absent["skipped"]
 
 
 @pytest.mark.slow
@@ -69,8 +96,10 @@ def test_tiny_bench_cli_writes_json_and_appends_markdown(tmp_path):
     assert _is_stat(results["eval"]["evaluate_records_s"]) and results["eval"]["n_pairs"] == 50
     assert _is_stat(results["train"]["fraction_of_fp32_peak"])
     assert _is_stat(results["generate"]["reports_per_s_prefix_kv"])
+    assert set(results["smollm2"]) == {"skipped"}
     text = md.read_text()
     assert text.startswith("# Benchmarks\n") and "Machine: " in text
     for name in bench.SUITES:
         assert f"### {name}" in text
     assert "| train_samples_per_s |" in text and "(n=1)" in text
+    assert "| wide_fraction_of_fp32_peak |" in text and "| skipped |" in text

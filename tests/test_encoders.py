@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from meit.encoders import build_encoder, encoder_names
 
 SIGNAL_SIZE = (1000,)

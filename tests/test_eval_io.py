@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from meit.eval import MODULES, module_path, read_predictions
 from meit.eval.text import java_available
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from meit.eval.label_metrics import LabelStats, build_label_stats, weighted_auc
 from meit.eval.labels import extract_labels, extract_superclasses
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from meit.eval import compare_records, evaluate_records
-from meit.eval.bench import synthetic_pairs
-from meit.eval.text import MeteorProcess, bleu_stats, java_available, meteor_from_stats, ptb_tokenize, text_stats
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
+
+from meit.eval import compare_records, evaluate_records
+from meit.eval.bench import synthetic_pairs
+from meit.eval.text import MeteorProcess, bleu_stats, java_available, meteor_from_stats, ptb_tokenize, text_stats
 
 pytestmark = pytest.mark.skipif(not java_available(), reason="METEOR / PTBTokenizer need java")
 TEXT = ["bleu", "meteor", "rouge", "cider"]

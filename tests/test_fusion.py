@@ -2,12 +2,13 @@
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
 from meit.encoders import build_encoder
 from meit.fusion import build_fusion, fusion_names
 from meit.fusion.backbone import lora_target_modules
 from meit.fusion.splice import splice
-from peft import LoraConfig, get_peft_model
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 VOCAB, PAD, EOS = 100, 0, 1
 

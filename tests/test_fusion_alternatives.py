@@ -2,8 +2,9 @@
 
 import pytest
 import torch
-from meit.fusion.splice import splice
 from test_fusion import EOS, PAD, VOCAB, batch, reference_loss, tiny_llm, tiny_model
+
+from meit.fusion.splice import splice
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

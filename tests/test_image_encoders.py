@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from meit.encoders import build_encoder, encoder_names
 from meit.encoders.image import sincos_2d, token_grid
 

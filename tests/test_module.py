@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from meit.fusion.splice import IGNORE_INDEX
 
 from meit import backbone as bb
 from meit.config import DataConfig, EmbeddedLMConfig, ModelConfig, OptimConfig
 from meit.datamodule import PromptCollator
+from meit.fusion.splice import IGNORE_INDEX
 from meit.module import MEITModule, linear_warmup_decay
 
 REPORTS = ["sinus rhythm. normal ecg.", "atrial fibrillation. left bundle branch block. st depression."]

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from meit.fusion.splice import IGNORE_INDEX, prepend_ecg_slots, splice
 
 PAD, EOS, ECG = 0, 1, 2
