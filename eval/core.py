@@ -250,7 +250,7 @@ def compare_records(
 def format_metric(metrics: dict[str, Any], key: str) -> str:
     """`metrics[key]` as table text, "0.412 [0.380, 0.441]" with its 95 % CI where there is one, "-" if absent."""
     value = metrics.get(key)
-    if not isinstance(value, (int, float)):
+    if not isinstance(value, (int, float)) or value != value:  # absent, or NaN
         return "-"
     low_high = (metrics.get("ci95") or {}).get(key)
     return f"{value:.3f} [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else f"{value:.3f}"

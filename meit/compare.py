@@ -27,9 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from meit.robustness import Condition, condition_seed, level_json, level_text, plot_positions, transform_for
+from meit.eval import format_metric
+from meit.robustness import Condition, condition_seed, level_json, level_text, plot_curves, transform_for
 from meit.rundir import TABLE_METRICS
 
 PLOT_METRICS = ("bleu_4", "rouge_l", "bertscore_f1", "label_macro_f1")
@@ -156,15 +155,6 @@ def evaluate_all(cfg: Any, runs: dict[str, Path], out: Path, evaluator: Evaluato
             "levels": [level_json(v) for v in levels], "n": len(ids or []), "results": results, "paired": tests}
 
 
-def _cell(metrics: dict[str, Any], key: str) -> str:
-    """`0.123 [0.100, 0.150]` or `-`."""
-    value = metrics.get(key)
-    if not isinstance(value, (int, float)) or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    ci = (metrics.get("ci95") or {}).get(key)
-    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f"{value:.3f}"
-
-
 def _p_cell(tests: dict[str, Any], key: str) -> str:
     """A paired-bootstrap p-value with the sign of the difference, or `-`."""
     test = tests.get(key)
@@ -191,7 +181,7 @@ def markdown(summary: dict[str, Any]) -> str:
     for level in summary["levels"]:
         for r in (r for r in summary["results"] if r["level"] == level):
             lines.append(f"| {level_text(level)} | {r['representation']} | "
-                         + " | ".join(_cell(r["metrics"], k) for k in keys) + " |")
+                         + " | ".join(format_metric(r["metrics"], k) for k in keys) + " |")
         for t in (t for t in summary["paired"] if t["level"] == level):
             lines.append(f"| {level_text(level)} | p: {t['a']} vs {t['b']} | "
                          + " | ".join(_p_cell(t["tests"], k) for k in keys) + " |")
@@ -200,32 +190,9 @@ def markdown(summary: dict[str, Any]) -> str:
 
 def plot(summary: dict[str, Any], path: Path) -> None:
     """Metric vs SNR, one line per representation with its 95 % CI band; one panel per metric (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = [k for k in PLOT_METRICS if k in table_keys(summary)] or table_keys(summary)[:4]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for name in summary["representations"]:
-            rows = [r for r in summary["results"] if r["representation"] == name and key in r["metrics"]]
-            xs, labels = plot_positions([r["level"] for r in rows])
-            order = np.argsort(xs)
-            x = np.asarray(xs)[order]
-            y = np.asarray([rows[i]["metrics"][key] for i in order], dtype=float)
-            ci = [(rows[i]["metrics"].get("ci95") or {}).get(key, [np.nan, np.nan]) for i in order]
-            (line,) = ax.plot(x, y, marker="o", label=name)
-            ax.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], color=line.get_color(), alpha=0.15)
-            ax.set_xticks(x, [labels[i] for i in order])
-        ax.set_title(key)
-        ax.set_xlabel("SNR per lead (dB)")
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"signal vs image under {summary['noise']} noise (n = {summary['n']})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    title = f"signal vs image under {summary['noise']} noise (n = {summary['n']})"
+    plot_curves(summary["results"], "representation", keys, "SNR per lead (dB)", title, path)
 
 
 def run_compare(cfg: Any) -> Path:

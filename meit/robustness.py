@@ -172,30 +172,46 @@ def plot_positions(levels: Sequence[float | str]) -> tuple[list[float], list[str
 
 def plot(summary: dict[str, Any], path: Path, metrics: Sequence[str] = PLOT_METRICS) -> None:
     """Metric vs noise level, one line per noise kind, shaded 95 % CI bands; one panel per metric (PNG)."""
+    xlabel = "clean ratio" if summary["protocol"] == SEGMENT_NOISE else "SNR per lead (dB)"
+    title = f"noise robustness ({summary['dataset']}, n = {summary['n']})"
+    plot_curves(summary["results"], "noise", metrics, xlabel, title, path)
+
+
+def plot_curves(results: list[dict[str, Any]], line_key: str, metrics: Sequence[str], xlabel: str, title: str,
+                path: Path) -> None:
+    """One panel per metric: the metric vs `level`, one line per value of `row[line_key]`, 95 % CI bands (PNG).
+
+    Args:
+        results: rows `{line_key: name, "level": SNR dB or "inf", "metrics": metrics.json dict}`.
+        line_key: the row field naming a line (the noise kind, the representation).
+        metrics: metric keys, one panel each.
+        xlabel: x-axis label.
+        title: figure title.
+        path: PNG to write (parents created).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
-    noises = list(dict.fromkeys(r["noise"] for r in summary["results"]))
-    xlabel = "clean ratio" if summary["protocol"] == SEGMENT_NOISE else "SNR per lead (dB)"
+    names = list(dict.fromkeys(r[line_key] for r in results))
     for ax, key in zip(axes[0], metrics):
-        for noise in noises:
-            rows = [r for r in summary["results"] if r["noise"] == noise and key in r["metrics"]]
+        for name in names:
+            rows = [r for r in results if r[line_key] == name and key in r["metrics"]]
             xs, labels = plot_positions([r["level"] for r in rows])
             order = np.argsort(xs)
             x = np.asarray(xs)[order]
             y = np.asarray([rows[i]["metrics"][key] for i in order], dtype=float)
             ci = [(rows[i]["metrics"].get("ci95") or {}).get(key, [np.nan, np.nan]) for i in order]
-            (line,) = ax.plot(x, y, marker="o", label=noise)
+            (line,) = ax.plot(x, y, marker="o", label=name)
             ax.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], color=line.get_color(), alpha=0.15)
             ax.set_xticks(x, [labels[i] for i in order])
         ax.set_title(key)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"noise robustness ({summary['dataset']}, n = {summary['n']})", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
