@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from test_fit import print_config, tiny_args
 
 from meit.config import DataConfig, RunConfig
 from meit.fit import main
@@ -20,28 +21,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_image_args(cache: Path, run_dir: Path, *extra: str) -> list[str]:
-    """A tiny image-branch run: 60 synthetic records, a 2-layer 32-wide backbone, 64 x 80 pages, 2 steps."""
-    return [
-        "--data.synthetic_n", "60", "--data.cache_dir", str(cache), "--model.cache_dir", str(cache),
-        "--data.batch_size", "8", "--data.eval_batch_size", "8", "--data.max_length", "24",
-        "--model.embedded.hidden_size", "32", "--model.embedded.num_layers", "2", "--model.embedded.num_heads", "4",
-        "--model.embedded.num_kv_heads", "2", "--model.embedded.intermediate_size", "64",
-        "--model.embedded.pretrain_steps", "3", "--model.lora_r", "4",
+    """`test_fit.tiny_args` as an image-branch run: `cnn_small` on 64 x 80 pages, 2 steps."""
+    return tiny_args(
+        cache, run_dir,
         "--model.branch", "image", "--model.encoder", "cnn_small",
         "--model.encoder_kwargs", '{"widths": [8, 8, 16, 16], "n_tokens": 4}',
         "--data.image_size", "[64, 80]", "--data.render", '{"dpi": 30}',
-        "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1",
-        "--trainer.enable_model_summary", "false",
-        "--test.max_new_tokens", "8", "--test.n_bootstrap", "10", "--test.metrics", "[bleu,labels]",
-        "--run_dir", str(run_dir), *extra,
-    ]
-
-
-def print_config(capsys, *args: str) -> dict:
-    with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--print_config"])
-    assert exit_info.value.code in (0, None)
-    return yaml.safe_load(capsys.readouterr().out)
+        "--trainer.max_steps", "2", "--test.max_new_tokens", "8", *extra,
+    )
 
 
 def test_new_fields_default_to_the_signal_branch(capsys):
