@@ -123,7 +123,17 @@ def rss_mb() -> float:
 
 
 def peak_rss_mb(children: bool = False) -> float:
-    """Peak resident set size of this process (or of its finished children) in MiB, from getrusage."""
+    """Peak resident set size of this process (or of its finished children) in MiB.
+
+    For this process Linux's `VmHWM` is used: `getrusage`'s ru_maxrss survives `exec`, so a process started by
+    forking a large parent (pytest, late in a test session) would report the parent's size as its own peak.
+    """
+    if not children:
+        try:
+            with open("/proc/self/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+        except (OSError, StopIteration):
+            pass
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024
 
