@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from meit.config import DataConfig, default_cache_dir
 from meit.data.cache import SignalCache
@@ -159,11 +159,13 @@ class MEITDataModule(L.LightningDataModule):
             raise RuntimeError("MEITDataModule.set_tokenizer() must be called before building dataloaders")
         return PromptCollator(self.tokenizer, self.cfg, train=train, generate=generate)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool, collate: PromptCollator) -> DataLoader:
+    def _loader(self, split: str, batch_size: int, shuffle: bool, collate: PromptCollator,
+                sampler: Sampler | None = None) -> DataLoader:
         self.setup()
         dataset = self.datasets[split]
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-                          num_workers=self.cfg.num_workers, drop_last=shuffle and len(dataset) > batch_size,
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                          collate_fn=collate, num_workers=self.cfg.num_workers,
+                          drop_last=shuffle and len(dataset) > batch_size,
                           persistent_workers=self.cfg.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

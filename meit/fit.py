@@ -37,6 +37,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from meit.backbone import load_backbone, resolve_backbone
 from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
 from meit.datamodule import MEITDataModule
+from meit.image_branch import build_module, needs_text_backbone
 from meit.module import MEITModule
 from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
 
@@ -149,10 +150,12 @@ def fit(cli: MEITCLI) -> Path:
     dm.setup("fit")
     timings["data_s"] = time.perf_counter() - start
     tick = time.perf_counter()
-    reference = resolve_backbone(cfg.model, corpus=dm.train_reports(), extra_texts=dm.instructions())
-    backbone = load_backbone(reference, cfg.model, device_type=trainer.strategy.root_device.type)
-    module.build(backbone)
-    dm.set_tokenizer(backbone.tokenizer)
+    device_type, backbone = trainer.strategy.root_device.type, None
+    if needs_text_backbone(cfg.model):  # a real Mllama brings its own language model
+        reference = resolve_backbone(cfg.model, corpus=dm.train_reports(), extra_texts=dm.instructions())
+        backbone = load_backbone(reference, cfg.model, device_type=device_type)
+    build_module(module, backbone, device_type)
+    dm.set_tokenizer(module.tokenizer)
     timings["backbone_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=cli.config_init.ckpt_path, weights_only=True)
@@ -160,7 +163,7 @@ def fit(cli: MEITCLI) -> Path:
     if trainer.is_global_zero:
         save_run(run_dir, module)
     info = {"trainable_parameters": module.count_trainable(), "train_steps": trainer.global_step,
-            "n_records": {name: len(ds) for name, ds in dm.datasets.items()}, "backbone": reference}
+            "n_records": {name: len(ds) for name, ds in dm.datasets.items()}, "backbone": module.backbone_reference}
     if not cfg.test.skip:
         tick = time.perf_counter()
         batches = trainer.predict(module, dataloaders=dm.predict_dataloader("test", cfg.test.limit))

@@ -6,11 +6,13 @@ Two image models share the signal branch's data, splits, run directory and metri
   (`cnn_small`, `vit_tiny`, ...) feeding the same fusion and the same frozen LLM; only the batch's "ecg" entry is a
   (3, H, W) page instead of a (12, T) signal.
 - `--model.image_model mllama`: `MllamaModule`, LLaMA 3.2 Vision (`meit.vision_llm`) with LoRA; on a CPU a tiny
-  Mllama whose self-attention text layers come from the run's text backbone (the embedded default).
+  Mllama whose self-attention text layers come from the run's text backbone (the embedded default); a real one (a
+  folder or hub id) needs no text backbone (`needs_text_backbone`).
 
 Images are rendered by `meit.data.render.ImageTransform` with `data.render` / `data.image_size`. Validation and test
 pages are seeded by record id exactly as `meit.predict.generate` seeds them, so a reloaded run regenerates the same
-predictions; training pages use another seed (a fixed page per record).
+predictions; training pages are seeded by (record, epoch), so random artefacts (`data.render.artefacts`) give a new
+page each epoch, the same ones on a rerun or after a resume.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from meit.config import DataConfig, ModelConfig, OptimConfig, RunConfig
 from meit.datamodule import MEITDataModule
@@ -46,20 +48,49 @@ def image_transform(cfg: DataConfig) -> Any:
     return ImageTransform(cfg.sampling_rate, RenderConfig(**dict(cfg.render)), size)
 
 
-def page_seed(seed: int, record_id: str) -> int:
-    """The render seed of one record (identical to `meit.predict.TransformedSplit` for the same seed)."""
+def page_seed(seed: int, record_id: str, *extra: Any) -> int:
+    """The render seed of one record (identical to `meit.predict.TransformedSplit` for the same seed), or of one
+    (record, epoch) training page when `extra` holds the epoch."""
     from meit.predict import record_seed
 
-    return record_seed(seed, record_id) % 2**31
+    return record_seed(seed, record_id, *extra) % 2**31
+
+
+class EpochTaggedSampler(Sampler):
+    """Shuffled training indices tagged with the epoch, `(index, epoch)`: `RenderedDataset` renders a new page for
+    each (record, epoch).
+
+    Lightning calls `set_epoch` before every epoch (after a resume too, so pages match an uninterrupted run); where
+    nothing does (a DDP sampler wrapped around this one), each pass advances the epoch itself.
+
+    Args:
+        n: number of training items.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n, self.epoch = n, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        return iter([(i, epoch) for i in torch.randperm(self.n).tolist()])
 
 
 class RenderedDataset(Dataset):
     """Items of an `ECGReportDataset` whose "ecg" entry is replaced by the rendered (3, H, W) page.
 
+    Indexed by position (the page is seeded by record id: same record, same page) or by `(position, epoch)` from
+    `EpochTaggedSampler` (seeded by record id and epoch).
+
     Args:
         base: the signal dataset.
         transform: an `ImageTransform`.
-        seed: with the record id, seeds each page (same record, same page).
+        seed: with the record id (and epoch), seeds each page.
     """
 
     def __init__(self, base: Any, transform: Any, seed: int) -> None:
@@ -70,9 +101,10 @@ class RenderedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        i, *epoch = key if isinstance(key, tuple) else (key,)
         item = self.base[i]
-        image = self.transform.image(item["ecg"], page_seed(self.seed, item["id"]))
+        image = self.transform.image(item["ecg"], page_seed(self.seed, item["id"], *epoch))
         return {**item, "ecg": image}
 
 
@@ -97,6 +129,12 @@ class ImageDataModule(MEITDataModule):
         for name, dataset in list(self.datasets.items()):
             seed = TRAIN_SEED if name == "train" else EVAL_SEED
             self.datasets[name] = RenderedDataset(dataset, transform, seed)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training pages, rendered anew each epoch (`EpochTaggedSampler`)."""
+        self.setup()
+        sampler = EpochTaggedSampler(len(self.datasets["train"]))
+        return self._loader("train", self.cfg.batch_size, True, self.collator(train=True), sampler)
 
     def collator(self, train: bool = False, generate: bool = False) -> Any:
         """`PromptCollator` for the encoder model, `MllamaCollator` for Mllama."""
@@ -152,21 +190,29 @@ class MllamaModule(MEITModule):
         super().__init__(model, optim, max_new_tokens)
         self.instruction = instruction or DataConfig().instruction
 
-    def build(self, backbone: Any) -> None:
-        """Loads the Mllama (the tiny one is built once on the backbone's folder) and adds LoRA."""
+    def build(self, backbone: Any, device_type: str = "cpu") -> None:
+        """Loads the Mllama and adds LoRA.
+
+        Args:
+            backbone: the run's text backbone, which the `tiny` model is built on (once); None for a real Mllama
+                (a folder or hub id), which needs none.
+            device_type: "cuda" loads the Mllama in bf16, "cpu" in fp32.
+        """
         from meit.backbone import cache_root
         from meit.vision_llm import load_report_model
 
         cfg = self.model_cfg
-        first = next(backbone.model.parameters())
+        if backbone is None and needs_text_backbone(cfg):
+            raise ValueError("--model.vision_llm.model tiny is built on the run's text backbone: pass it to build()")
         self.net = load_report_model(
-            cfg.vision_llm, text_backbone_dir=backbone.reference["path"], cache_root=cache_root(cfg) / "mllama",
-            device_type="cuda" if first.dtype == torch.bfloat16 else "cpu",
+            cfg.vision_llm, text_backbone_dir=backbone.reference["path"] if backbone else None,
+            cache_root=cache_root(cfg) / "mllama", device_type=device_type,
             gradient_checkpointing=cfg.gradient_checkpointing, attn_implementation=cfg.attn_implementation,
             trust_remote_code=cfg.trust_remote_code)
         self.net.train()
         self.tokenizer = self.net.tokenizer
-        self.backbone_reference = dict(backbone.reference)
+        self.backbone_reference = dict(backbone.reference) if backbone else {"kind": "mllama",
+                                                                             "path": cfg.vision_llm.model}
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The LoRA matrices (the Mllama itself stays frozen)."""
@@ -222,6 +268,22 @@ def check_config(cfg: RunConfig) -> None:
         if kind != "image":
             raise ValueError(f"--model.branch image needs an image encoder (cnn_small, vit_tiny, resnet18_2d, "
                              f"pretrained_vision); {model.encoder} reads {kind}s")
+
+
+def needs_text_backbone(cfg: ModelConfig) -> bool:
+    """Whether a run builds a text backbone (`model.llm`): every run but a real Mllama (a folder or hub id), which
+    brings its own language model; the `tiny` Mllama is built on the text backbone."""
+    from meit.vision_llm import TINY
+
+    return not (cfg.branch == "image" and cfg.image_model == "mllama" and cfg.vision_llm.model != TINY)
+
+
+def build_module(module: MEITModule, backbone: Any, device_type: str) -> None:
+    """`module.build(backbone)`; a `MllamaModule` also gets the device type (it loads its own weights, bf16 on cuda)."""
+    if isinstance(module, MllamaModule):
+        module.build(backbone, device_type)
+    else:
+        module.build(backbone)
 
 
 def make_module(cfg: RunConfig) -> MEITModule:

@@ -81,24 +81,22 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, RunCon
         FileNotFoundError: a file of the run, or the cached backbone it references, is missing.
     """
     from meit.backbone import load_backbone
-    from meit.module import MEITModule
 
     run_dir = Path(run_dir)
     for name in (CONFIG, BACKBONE, WEIGHTS):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a finished `meit.fit` run directory?")
-    cfg = read_config(run_dir)
-    reference = json.loads((run_dir / BACKBONE).read_text())
-    backbone = load_backbone(reference, cfg.model, device_type=torch.device(device).type)
-    if cfg.model.branch == "image":
-        from meit.image_branch import make_module
+    from meit.image_branch import build_module, make_module, needs_text_backbone
 
-        module = make_module(cfg)
-    else:
-        module = MEITModule(cfg.model, cfg.optim, cfg.test.max_new_tokens)
-    module.build(backbone)
+    cfg = read_config(run_dir)
+    device_type, backbone = torch.device(device).type, None
+    if needs_text_backbone(cfg.model):  # a real Mllama brings its own language model
+        reference = json.loads((run_dir / BACKBONE).read_text())
+        backbone = load_backbone(reference, cfg.model, device_type=device_type)
+    module = make_module(cfg)
+    build_module(module, backbone, device_type)
     module.load_trainable_state_dict(load_file(str(run_dir / WEIGHTS)))
-    return module.to(device).eval(), backbone.tokenizer, cfg
+    return module.to(device).eval(), module.tokenizer, cfg
 
 
 def write_test_outputs(run_dir: Path, rows: list[dict[str, Any]], cfg: RunConfig, info: dict[str, Any]) -> dict:

@@ -94,6 +94,7 @@ def test_tiny_bench_cli_writes_json_and_appends_markdown(tmp_path):
     assert _is_stat(results["data"]["records_per_s_1_worker"])
     assert _is_stat(results["render"]["images_per_s_clean"]) and _is_stat(results["render"]["images_per_s_artefacts"])
     assert _is_stat(results["eval"]["evaluate_records_s"]) and results["eval"]["n_pairs"] == 50
+    assert _is_stat(results["eval"]["bertscore_pairs_per_s"])
     assert _is_stat(results["train"]["fraction_of_fp32_peak"])
     assert _is_stat(results["generate"]["reports_per_s_prefix_kv"])
     assert set(results["smollm2"]) == {"skipped"}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 from test_fit import print_config, tiny_args
@@ -93,6 +94,24 @@ def test_rendered_items_are_deterministic_per_record(tmp_path):
         dm.datasets["test"])
 
 
+def test_training_pages_change_each_epoch_and_repeat_on_a_rerun(tmp_path):
+    from meit.image_branch import EpochTaggedSampler, ImageDataModule
+
+    render = {"dpi": 30, "artefacts": {"rotation": 0.5, "noise": 0.5}}
+    data = DataConfig(synthetic_n=40, cache_dir=str(tmp_path), image_size=[48, 64], render=render)
+    dm = ImageDataModule(data)
+    dm.setup()
+    train = dm.datasets["train"]
+    epoch0, epoch1 = train[(0, 0)]["ecg"], train[(0, 1)]["ecg"]
+    assert not torch.equal(epoch0, epoch1) and torch.equal(epoch0, train[(0, 0)]["ecg"])
+    sampler = EpochTaggedSampler(len(train))
+    sampler.set_epoch(3)  # as Lightning does before each epoch, resumes included
+    keys = list(sampler)
+    assert sorted(i for i, _ in keys) == list(range(len(train))) and {e for _, e in keys} == {3}
+    assert {e for _, e in sampler} == {4}  # with nobody calling set_epoch, each pass is a new epoch
+    assert torch.equal(dm.datasets["test"][0]["ecg"], dm.datasets["test"][0]["ecg"])  # eval pages stay fixed
+
+
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory) -> tuple[Path, Path]:
     """One tiny controlled image-branch run (cache dir, run dir)."""
@@ -151,19 +170,30 @@ def test_report_reads_images_and_records_for_image_runs(image_run, tmp_path, cap
     assert "broken.png" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_mllama_branch_trains_saves_and_reloads(image_run, tmp_path):
-    from meit.predict import generate, load, open_split
-
-    cache, _ = image_run
-    run_dir = main(tiny_image_args(
-        cache, tmp_path / "mllama", "--model.image_model", "mllama", "--model.vision_llm.model", "tiny",
+def tiny_mllama_args(cache: Path, run_dir: Path, model: str, *extra: str) -> list[str]:
+    """`tiny_image_args` for `--model.image_model mllama` (`model`: tiny, a folder or a hub id), 4 test records."""
+    return tiny_image_args(
+        cache, run_dir, "--model.image_model", "mllama", "--model.vision_llm.model", model,
         "--model.vision_llm.lora_r", "4", "--model.vision_llm.max_report_tokens", "16",
         "--model.vision_llm.tiny", '{"image_size": 56, "patch_size": 14, "max_num_tiles": 2, '
         '"vision_hidden_size": 32, "vision_layers": 1, "vision_global_layers": 1, "vision_heads": 2, '
         '"cross_attention_layers": [1]}',
         "--data.image_size", "[56, 72]", "--optim.schedule", "cosine", "--optim.lr", "1e-3",
-        "--test.limit", "4", "--test.max_new_tokens", "6"))
+        "--test.limit", "4", "--test.max_new_tokens", "6", *extra)
+
+
+@pytest.fixture(scope="module")
+def mllama_run(image_run, tmp_path_factory) -> Path:
+    """A tiny LLaMA 3.2 Vision run (`--model.vision_llm.model tiny`, built on the embedded text backbone)."""
+    cache, _ = image_run
+    return main(tiny_mllama_args(cache, tmp_path_factory.mktemp("mllama") / "run", "tiny"))
+
+
+@pytest.mark.slow
+def test_mllama_branch_trains_saves_and_reloads(mllama_run):
+    from meit.predict import generate, load, open_split
+
+    run_dir = mllama_run
     assert (run_dir / "adapter" / "adapter_config.json").is_file()
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(set(r) == {"id", "prediction", "reference", "labels_true"} for r in rows)
@@ -172,5 +202,21 @@ def test_mllama_branch_trains_saves_and_reloads(image_run, tmp_path):
     assert info["train_steps"] == 2 and 0 < info["trainable_parameters"]
     run = load(run_dir)
     assert run.input_kind == "image" and run.module.count_trainable() == info["trainable_parameters"]
+    again = generate(run, open_split(run.cfg.data, "test", limit=4))
+    assert [r["prediction"] for r in again] == [r["prediction"] for r in rows]
+
+
+@pytest.mark.slow
+def test_a_mllama_folder_needs_no_text_backbone(image_run, mllama_run, tmp_path):
+    from meit.predict import generate, load, open_split
+
+    cache, _ = image_run
+    folder = next((cache / "backbones" / "mllama").glob("tiny-mllama-*"))  # written by the tiny run: a Mllama folder
+    fresh = tmp_path / "model-cache"
+    run_dir = main(tiny_mllama_args(cache, tmp_path / "run", str(folder), "--model.cache_dir", str(fresh)))
+    assert not fresh.exists()  # no text backbone was pre-trained or cached
+    assert json.loads((run_dir / "backbone.json").read_text()) == {"kind": "mllama", "path": str(folder)}
+    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    run = load(run_dir)
     again = generate(run, open_split(run.cfg.data, "test", limit=4))
     assert [r["prediction"] for r in again] == [r["prediction"] for r in rows]
