@@ -29,8 +29,8 @@ from typing import Any
 
 import torch
 from jsonargparse import set_parsing_settings
-from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
@@ -39,6 +39,7 @@ from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
 from meit.datamodule import MEITDataModule
 from meit.image_branch import build_module, needs_text_backbone
 from meit.module import MEITModule
+from meit.progress import LineProgress
 from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -102,11 +103,15 @@ class MEITCLI(LightningCLI):
         self.trainer = self.instantiate_trainer(**self._trainer_overrides(dict(init.trainer)))
 
     def _trainer_overrides(self, trainer: dict[str, Any]) -> dict[str, Any]:
-        """Run-dir logging, atomic checkpoints every N steps, and the precision policy (fp32 on CPU)."""
+        """Run-dir logging, atomic checkpoints every N steps, progress lines when stdout is not a terminal, and the
+        precision policy (fp32 on CPU)."""
         callbacks = list(trainer.get("callbacks") or [])
         if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True, save_top_k=0,
                                              every_n_train_steps=CHECKPOINT_EVERY_N_STEPS))
+        if (trainer.get("enable_progress_bar") is not False and not sys.stdout.isatty()
+                and not any(isinstance(c, ProgressBar) for c in callbacks)):
+            callbacks.append(LineProgress())  # rich's live bar prints nothing into a log file
         plugins = trainer.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -154,6 +159,9 @@ def fit(cli: MEITCLI) -> Path:
     if needs_text_backbone(cfg.model):  # a real Mllama brings its own language model
         reference = resolve_backbone(cfg.model, corpus=dm.train_reports(), extra_texts=dm.instructions())
         backbone = load_backbone(reference, cfg.model, device_type=device_type)
+    seed = cli.config.get("seed_everything")
+    if seed is not False:  # building the data or backbone just now (not read from the cache) used the RNGs
+        seed_everything(seed, workers=True)
     build_module(module, backbone, device_type)
     dm.set_tokenizer(module.tokenizer)
     timings["backbone_s"] = time.perf_counter() - tick

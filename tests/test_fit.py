@@ -105,11 +105,12 @@ def test_cpu_precision_is_always_fp32():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> tuple[Path, Path, str]:
-    """One tiny `python -m meit.fit` run in a subprocess: (cache dir, run dir, stdout)."""
+    """One tiny `python -m meit.fit` run in a subprocess, progress on, stdout a pipe: (cache dir, run dir, stdout)."""
     base = tmp_path_factory.mktemp("fit")
     cache, run_dir = base / "cache", base / "run"
-    out = subprocess.run([sys.executable, "-m", "meit.fit", *tiny_args(cache, run_dir)], cwd=REPO,
-                         capture_output=True, text=True, timeout=600)
+    args = tiny_args(cache, run_dir, "--trainer.enable_progress_bar", "true")
+    out = subprocess.run([sys.executable, "-m", "meit.fit", *args], cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return cache, run_dir, out.stdout
 
@@ -130,6 +131,25 @@ def test_fit_writes_a_complete_run_directory(tiny_run):
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["run_dir"] == str(run_dir) and saved["model"]["lora_r"] == 4
     assert "| bleu_4 |" in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_progress_goes_to_a_log_file_as_lines(tiny_run):
+    _, _, stdout = tiny_run  # not a terminal: rich's live bar would print nothing
+    lines = stdout.splitlines()
+    assert any(line.startswith("[meit] epoch 0 step 3/3 (") and "train/loss" in line for line in lines)
+    assert any(line.startswith("[meit] generating: batch ") for line in lines)
+
+
+@pytest.mark.slow
+def test_a_rerun_from_the_cache_repeats_the_first_run(tiny_run, tmp_path):
+    cache, run_dir, _ = tiny_run  # the first run built the data and pre-trained the backbone; this one reads them
+    args = tiny_args(cache, tmp_path / "again", "--trainer.enable_progress_bar", "true")
+    out = subprocess.run([sys.executable, "-m", "meit.fit", *args], cwd=REPO, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("weights.safetensors", "predictions.jsonl"):  # weights: 3 steps barely move the predictions
+        assert (tmp_path / "again" / name).read_bytes() == (run_dir / name).read_bytes(), name
 
 
 @pytest.mark.slow
