@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from jsonargparse import set_parsing_settings
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -157,11 +157,10 @@ def fit(cli: MEITCLI) -> Path:
     tick = time.perf_counter()
     device_type, backbone = trainer.strategy.root_device.type, None
     if needs_text_backbone(cfg.model):  # a real Mllama brings its own language model
-        reference = resolve_backbone(cfg.model, corpus=dm.train_reports(), extra_texts=dm.instructions())
-        backbone = load_backbone(reference, cfg.model, device_type=device_type)
-    seed = cli.config.get("seed_everything")
-    if seed is not False:  # building the data or backbone just now (not read from the cache) used the RNGs
-        seed_everything(seed, workers=True)
+        # Pre-training a backbone that is not cached yet draws random numbers; the run's own must not depend on it.
+        with torch.random.fork_rng(devices=[]):
+            reference = resolve_backbone(cfg.model, corpus=dm.train_reports(), extra_texts=dm.instructions())
+            backbone = load_backbone(reference, cfg.model, device_type=device_type)
     build_module(module, backbone, device_type)
     dm.set_tokenizer(module.tokenizer)
     timings["backbone_s"] = time.perf_counter() - tick
