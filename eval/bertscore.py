@@ -86,13 +86,9 @@ def _token_batches(lengths: list[int], budget: int) -> list[list[int]]:
 
 def _encode_batch(model, ids: list[list[int]], pad_id: int) -> torch.Tensor:
     import torch
+    from bert_score.utils import padding
 
-    width = max(map(len, ids))
-    tokens = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(ids), width, dtype=torch.long)
-    for row, seq in enumerate(ids):
-        tokens[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
+    tokens, _, mask = padding(ids, pad_id, dtype=torch.long)  # bert-score's own padding and attention mask
     device = next(model.parameters()).device
     with torch.inference_mode():
         return model(tokens.to(device), attention_mask=mask.to(device))[0].cpu()

@@ -81,13 +81,12 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, RunCon
         FileNotFoundError: a file of the run, or the cached backbone it references, is missing.
     """
     from meit.backbone import load_backbone
+    from meit.image_branch import build_module, make_module, needs_text_backbone
 
     run_dir = Path(run_dir)
     for name in (CONFIG, BACKBONE, WEIGHTS):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a finished `meit.fit` run directory?")
-    from meit.image_branch import build_module, make_module, needs_text_backbone
-
     cfg = read_config(run_dir)
     device_type, backbone = torch.device(device).type, None
     if needs_text_backbone(cfg.model):  # a real Mllama brings its own language model

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 from PIL import Image
+from test_fit import tiny_setup_args
 
 from meit.compare import build_parser, main, markdown
 
@@ -14,16 +15,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_fit_args(cache: Path) -> list[str]:
-    """Shared `meit.fit` flags of a tiny comparison: 60 records, a 2-layer 32-wide backbone, 2 steps."""
+    """Shared `meit.fit` flags of a tiny comparison: `test_fit.tiny_setup_args`, 64 x 80 pages, 2 steps."""
     return [
-        "--data.synthetic_n", "60", "--data.cache_dir", str(cache), "--model.cache_dir", str(cache),
-        "--data.batch_size", "8", "--data.eval_batch_size", "8", "--data.max_length", "24",
-        "--model.embedded.hidden_size", "32", "--model.embedded.num_layers", "2", "--model.embedded.num_heads", "4",
-        "--model.embedded.num_kv_heads", "2", "--model.embedded.intermediate_size", "64",
-        "--model.embedded.pretrain_steps", "3", "--model.lora_r", "4",
-        "--data.image_size", "[64, 80]", "--data.render", '{"dpi": 30}',
-        "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary",
-        "false", "--test.max_new_tokens", "8", "--test.n_bootstrap", "10", "--test.metrics", "[bleu,labels]",
+        *tiny_setup_args(cache), "--data.image_size", "[64, 80]", "--data.render", '{"dpi": 30}',
+        "--trainer.max_steps", "2", "--test.max_new_tokens", "8",
     ]
 
 

@@ -21,18 +21,25 @@ PRESETS = [REPO / "configs" / f"{name}.yaml" for name in (
     "default", "meit_llama2_7b_ptbxl", "meit_mistral_7b_mimic", "meit_gpt2_medium", "smollm2_135m", "deepspeed_zero2")]
 
 
-def tiny_args(cache: Path, run_dir: Path, *extra: str) -> list[str]:
-    """A configuration that trains in seconds: 60 synthetic records, a 2-layer 32-wide backbone, 3 steps."""
+def tiny_setup_args(cache: Path) -> list[str]:
+    """The tiny data, backbone and test flags every tiny run shares: 60 synthetic records, a 2-layer 32-wide
+    backbone, quiet trainer, BLEU and label scores only."""
     return [
         "--data.synthetic_n", "60", "--data.cache_dir", str(cache), "--model.cache_dir", str(cache),
         "--data.batch_size", "8", "--data.eval_batch_size", "8", "--data.max_length", "24",
         "--model.embedded.hidden_size", "32", "--model.embedded.num_layers", "2", "--model.embedded.num_heads", "4",
         "--model.embedded.num_kv_heads", "2", "--model.embedded.intermediate_size", "64",
         "--model.embedded.pretrain_steps", "3", "--model.lora_r", "4",
-        "--model.encoder_kwargs", '{"widths": [8, 8, 16, 16]}',
-        "--trainer.max_steps", "3", "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1",
-        "--trainer.enable_model_summary", "false",
-        "--test.max_new_tokens", "12", "--test.n_bootstrap", "10", "--test.metrics", "[bleu,labels]",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--test.n_bootstrap", "10", "--test.metrics", "[bleu,labels]",
+    ]
+
+
+def tiny_args(cache: Path, run_dir: Path, *extra: str) -> list[str]:
+    """A configuration that trains in seconds: `tiny_setup_args`, a small ResNet, 3 steps."""
+    return [
+        *tiny_setup_args(cache), "--model.encoder_kwargs", '{"widths": [8, 8, 16, 16]}',
+        "--trainer.max_steps", "3", "--trainer.log_every_n_steps", "1", "--test.max_new_tokens", "12",
         "--run_dir", str(run_dir), *extra,
     ]
 
