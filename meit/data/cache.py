@@ -30,22 +30,13 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from meit.atomic import write_json
 from meit.data.records import ECGRecord, RecordError, load_signal
 from meit.data.sources import Source
 
 CACHE_VERSION = 1
 N_LEADS = 12
 INDEX_FILE, LAYOUT_FILE, SIGNALS_FILE, CHUNKS_DIR = "index.json", "layout.json", "signals.npy", "chunks"
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Writes JSON to `path` via a temporary file + fsync + os.replace (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def cache_key(source: Source, records: Sequence[ECGRecord], n_samples: int, split: str) -> str:
@@ -207,7 +198,7 @@ class _Builder:
                    desc=f"caching {self.source.name} {self.split} @ {self.source.sampling_rate} Hz")
         with bar:
             for task, result in self._execute(tasks, workers):
-                write_json_atomic(self._marker(result["chunk"]), result)
+                write_json(self._marker(result["chunk"]), result)
                 bar.update(len(task["paths"]))
         self._write_index(chunk_size)
         shutil.rmtree(self.chunks, ignore_errors=True)
@@ -222,7 +213,7 @@ class _Builder:
         array = np.lib.format.open_memmap(self.signals, mode="w+", dtype=np.float32, shape=tuple(shape))
         array.flush()
         del array
-        write_json_atomic(layout, {"shape": shape, "key": self.key})
+        write_json(layout, {"shape": shape, "key": self.key})
 
     def _marker(self, chunk: int) -> Path:
         return self.chunks / f"{chunk:06d}.json"
@@ -265,7 +256,7 @@ class _Builder:
             skipped_rows.update({row: (reason, message) for row, reason, message in result["skipped"]})
             repairs.update(result["repairs"])
         usable = [row for row in range(len(self.records)) if row not in skipped_rows]
-        write_json_atomic(self.directory / INDEX_FILE, {
+        write_json(self.directory / INDEX_FILE, {
             "version": CACHE_VERSION,
             "source": self.source.name,
             "root": str(self.source.root),
