@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from meit.eval import format_metric
+from meit.report_html import write_report_safely
 from meit.robustness import Condition, condition_seed, level_json, level_text, plot_curves, transform_for
 from meit.rundir import TABLE_METRICS
 
@@ -210,6 +211,8 @@ def run_compare(cfg: Any) -> Path:
     (out / "compare.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "compare.md").write_text(markdown(summary))
     plot(summary, out / "compare.png")
+    for run_dir in runs.values():  # each representation's page shows the head-to-head table
+        write_report_safely(run_dir)
     return out
 
 

@@ -40,6 +40,7 @@ from meit.datamodule import MEITDataModule
 from meit.image_branch import build_module, needs_text_backbone
 from meit.module import MEITModule
 from meit.progress import LineProgress
+from meit.report_html import write_report_safely
 from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -182,6 +183,8 @@ def fit(cli: MEITCLI) -> Path:
     info["timings"] = {k: round(v, 1) for k, v in timings.items()}
     if trainer.is_global_zero:
         (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str))
+        if not cfg.test.skip:
+            write_report_safely(run_dir)
     return run_dir
 
 

@@ -258,9 +258,11 @@ def record_f1(pred: set[str], truth: set[str]) -> float:
 
 def select_examples(rows: list[dict[str, Any]], truths: list[set[str]], preds: list[set[str]]) -> list[tuple[str, int]]:
     """(why, row index): the best and worst records by label F1, then one record per most frequent finding."""
-    order = sorted(range(len(rows)), key=lambda i: (record_f1(preds[i], truths[i]), -len(truths[i]), rows[i]["id"]))
-    chosen: list[tuple[str, int]] = [("best", i) for i in order[::-1][:N_BEST]]
-    chosen += [("worst", i) for i in order[:N_WORST] if i not in {j for _, j in chosen}]
+    f1 = [record_f1(p, t) for p, t in zip(preds, truths)]
+    best = sorted(range(len(rows)), key=lambda i: (-f1[i], -len(truths[i]), rows[i]["id"]))[:N_BEST]
+    worst = sorted(range(len(rows)), key=lambda i: (f1[i], -len(truths[i]), rows[i]["id"]))
+    chosen: list[tuple[str, int]] = [("best", i) for i in best]
+    chosen += [("worst", i) for i in worst if i not in best][:N_WORST]
     counts: dict[str, int] = {}
     for truth in truths:
         for code in truth:

@@ -29,6 +29,7 @@ import numpy as np
 
 from meit.eval import format_metric
 from meit.predict import EvalSplit, LoadedRun, Scorer, SignalTransform, generate, load, open_split, write_predictions
+from meit.report_html import write_report_safely
 
 PROTOCOLS = ("snr", "meit-segment")
 DEFAULT_SNR_DB = ("inf", "24", "18", "12", "6", "0")
@@ -259,11 +260,14 @@ def run_robustness(run_dir: str | Path, protocol: str = "snr", noises: Sequence[
 
 
 def write_outputs(summary: dict[str, Any], out_dir: Path) -> None:
-    """metrics.json, robustness.md and robustness.png in `out_dir`."""
+    """metrics.json, robustness.md and robustness.png in `out_dir`; the run's report.html when `out_dir` is
+    RUN_DIR/robustness (the folder the page reads)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "robustness.md").write_text(markdown(summary))
     plot(summary, out_dir / "robustness.png")
+    if out_dir.resolve() == (Path(summary["run"]) / "robustness").resolve():
+        write_report_safely(summary["run"])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ import yaml
 from meit.config import DataConfig
 from meit.eval import format_metric
 from meit.predict import LoadedRun, Scorer, dataset_config, dataset_label, generate, load, open_split, write_predictions
+from meit.report_html import write_report_safely
 
 TABLE = (("bleu_4", "BLEU-4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D"),
          ("bertscore_f1", "BERTScore"), ("label_macro_f1", "label macro-F1"))
@@ -113,10 +114,18 @@ def run_zeroshot(run_dir: str | Path, targets: Sequence[dict[str, Any]], limit: 
     summary = {"run": str(run_dir), "train_dataset": dataset_label(run.cfg.data), "limit": limit,
                "n_bootstrap": n_boot, "bertscore_model": results[0]["metrics"].get("bertscore_model"),
                "results": results}
+    write_outputs(summary, out_dir)
+    return summary
+
+
+def write_outputs(summary: dict[str, Any], out_dir: Path) -> None:
+    """metrics.json and zeroshot.md in `out_dir`; the run's report.html when `out_dir` is RUN_DIR/zeroshot (the
+    folder the page reads)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "zeroshot.md").write_text(markdown(summary))
-    return summary
+    if out_dir.resolve() == (Path(summary["run"]) / "zeroshot").resolve():
+        write_report_safely(summary["run"])
 
 
 def train(run_dir: Path, fit_config: dict[str, Any]) -> None:
