@@ -7,6 +7,7 @@ Layout:
     predictions.jsonl     {"id", "prediction", "reference", "labels_true"} per test record
     metrics.json          corpus-level text metrics, label scores and 95 % CIs (meit.eval)
     report.md             the metrics as tables, with example reports
+    report.html           one self-contained page of the results (meit.report_html), written last
     run.json              sizes, step count and timings
     checkpoints/          Lightning checkpoints (trainable state + optimiser), written atomically
 """
