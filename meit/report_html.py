@@ -46,6 +46,8 @@ SECTIONS = {
     "probe": ("probe_label_macro_f1", "probe_label_auc"),
     "grounding": ("grounding_checked", "grounding_contradicted", "grounding_contradiction_rate"),
 }
+RESULT_METRICS = ("bleu_4", "meteor", "rouge_l", "cider_d", "bertscore_f1", "label_macro_f1", "ce_macro_f1",
+                  "grounding_contradiction_rate")  # the columns of the robustness / zero-shot / compare tables
 N_BEST, N_WORST, N_FINDINGS, N_CHART = 3, 3, 6, 25
 ECG_DPI = 40  # the paper-style page at 440x340 px: leads readable, ~30 kB each as a 16-colour PNG
 
@@ -202,9 +204,9 @@ def metric_rows(metrics: dict[str, Any], baseline: dict[str, Any] | None = None)
     keys = [k for k in TABLE_METRICS if k in scalar] + [k for k in scalar if k not in TABLE_METRICS and k not in skip]
     rows = []
     for key in keys:
-        row = {"key": key, "value": format_metric(metrics, key), "baseline": None, "delta": None}
+        row = {"key": key, "value": metric_text(metrics, key), "baseline": None, "delta": None}
         if baseline is not None:
-            row["baseline"] = format_metric(baseline, key)
+            row["baseline"] = metric_text(baseline, key)
             other = baseline.get(key)
             if isinstance(other, (int, float)) and isinstance(metrics[key], float):
                 row["delta"] = f"{metrics[key] - other:+.3f}"
@@ -212,10 +214,15 @@ def metric_rows(metrics: dict[str, Any], baseline: dict[str, Any] | None = None)
     return rows
 
 
+def metric_text(metrics: dict[str, Any], key: str) -> str:
+    """A metric as the tables show it: counts as integers, scores as `meit.eval.format_metric` gives them."""
+    value = metrics.get(key)
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else format_metric(metrics, key)
+
+
 def section_rows(metrics: dict[str, Any], keys: tuple[str, ...]) -> list[dict[str, str]]:
     """The metrics of one clinical section that the run has, formatted (empty: not computed)."""
-    return [{"key": k, "value": format_metric(metrics, k) if isinstance(metrics[k], float) else str(metrics[k])}
-            for k in keys if isinstance(metrics.get(k), (int, float))]
+    return [{"key": k, "value": metric_text(metrics, k)} for k in keys if isinstance(metrics.get(k), (int, float))]
 
 
 def grounding_claims(metrics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -226,10 +233,10 @@ def grounding_claims(metrics: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def result_table(results: list[dict[str, Any]], columns: tuple[str, ...]) -> dict[str, Any]:
-    """A table of `results` entries (each with a "metrics" dict): the named columns, then the table metrics."""
+    """A table of `results` entries (each with a "metrics" dict): the named columns, then the main metrics."""
     present = {k for r in results for k, v in r["metrics"].items() if isinstance(v, (int, float))}
-    keys = [k for k in TABLE_METRICS if k in present]
-    return {"header": [*columns, *keys],
+    keys = [k for k in RESULT_METRICS if k in present]
+    return {"header": [*columns, *keys], "n_fixed": len(columns),
             "rows": [[str(r.get(c, "")) for c in columns] + [format_metric(r["metrics"], k) for k in keys]
                      for r in results]}
 

@@ -93,6 +93,7 @@ def test_contract_fields_are_shown_when_present(run_dir, tmp_path):
     assert NOT_COMPUTED not in section(html, "clinical")
     assert "0.456 [0.400, 0.500]" in section(html, "clinical") and "0.812" in section(html, "clinical")
     grounding = section(html, "grounding")
+    assert '<td class="num">12</td>' in grounding  # counts stay integers
     assert "0.250 [0.100, 0.400]" in grounding and "atrial_fibrillation" in grounding and "tachycardia" in grounding
     examples = section(html, "examples")
     assert 'class="chip contradicted" title="heart rate 61 bpm"' in examples
