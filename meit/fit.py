@@ -183,8 +183,7 @@ def fit(cli: MEITCLI) -> Path:
     info["timings"] = {k: round(v, 1) for k, v in timings.items()}
     if trainer.is_global_zero:
         (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str))
-        if not cfg.test.skip:
-            write_report_safely(run_dir)
+        write_report_safely(run_dir)
     return run_dir
 
 

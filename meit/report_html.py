@@ -99,16 +99,18 @@ def _compare_for(run_dir: Path) -> dict[str, Any] | None:
 def load_run_data(run_dir: str | Path) -> RunData:
     """Reads a run directory's config, metrics, predictions and any robustness / zero-shot / compare results.
 
+    A run trained with `--test.skip` has no metrics.json / predictions.jsonl: its page says so and shows the rest.
+
     Raises:
-        FileNotFoundError: config.yaml, metrics.json or predictions.jsonl is missing.
+        FileNotFoundError: config.yaml is missing.
         ValueError: one of the files is malformed (named in the message).
     """
     run_dir = Path(run_dir)
-    for name in (CONFIG, METRICS, PREDICTIONS):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a finished, tested `meit.fit` run?")
+    if not (run_dir / CONFIG).is_file():
+        raise FileNotFoundError(f"{run_dir / CONFIG} not found: is {run_dir} a `meit.fit` run directory?")
     config = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8")) or {}
-    return RunData(run_dir, config, _json(run_dir / METRICS) or {}, read_predictions(run_dir / PREDICTIONS),
+    rows = read_predictions(run_dir / PREDICTIONS) if (run_dir / PREDICTIONS).is_file() else []
+    return RunData(run_dir, config, _json(run_dir / METRICS) or {}, rows,
                    _json(run_dir / "run.json") or {}, _json(run_dir / "robustness" / "metrics.json"),
                    _json(run_dir / "zeroshot" / "metrics.json"), _compare_for(run_dir))
 
@@ -160,16 +162,20 @@ def finding_chart(per_label: dict[str, dict[str, float]], n: int = N_CHART) -> s
 class ECGPictures:
     """The ECG of a test record as the page shows it: the paper-style page (signal runs) or the input image.
 
-    Opens the run's test split once with `meit.predict.open_split` (the signal cache `meit.fit` filled); if that
-    fails, `error` says why and every picture is None.
+    Opens the run's test split once, at the first picture, with `meit.predict.open_split` (the signal cache
+    `meit.fit` filled); if that fails, `error` says why and every picture is None.
     """
 
     def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
         self.error: str | None = None
+        self.position: dict[str, int] | None = None
+
+    def _open(self) -> None:
         try:
             from meit.predict import open_split
 
-            self.cfg = read_config(run_dir)
+            self.cfg = read_config(self.run_dir)
             self.split = open_split(self.cfg.data, "test")
             self.position = {rid: i for i, rid in enumerate(self.split.cache.ids)}
         except Exception as e:  # the page still shows everything else
@@ -177,6 +183,8 @@ class ECGPictures:
 
     def __call__(self, record_id: str) -> str | None:
         """The record's picture as a data URI, None if it has none."""
+        if self.position is None and self.error is None:
+            self._open()
         if self.error or record_id not in self.position:
             return None
         from PIL import Image

@@ -147,6 +147,15 @@ def test_a_page_that_cannot_be_built_is_reported_and_costs_nothing_else(run_dir,
     assert exit_info.value.code == 2 and "config.yaml not found" in capsys.readouterr().err
 
 
+def test_an_untested_run_gets_a_page_that_says_so(run_dir, tmp_path):
+    run = copy_run(run_dir, tmp_path / "run")
+    (run / "metrics.json").unlink()
+    (run / "predictions.jsonl").unlink()
+    html = write_report_html(run).read_text()
+    assert f"Test metrics: {NOT_COMPUTED}" in html and f"Examples: {NOT_COMPUTED}" in html
+    assert "resnet_small_1d" in section(html, "config")
+
+
 def test_examples_are_best_worst_and_one_per_frequent_finding():
     rows = [{"id": str(i)} for i in range(8)]
     truths = [{"SR"}, {"SR"}, {"AFIB"}, {"SR", "LVH"}, {"SR"}, {"SR"}, {"IRBBB"}, {"SR"}]
