@@ -21,8 +21,11 @@ from .label_metrics import LabelStats, label_space
 from .labels import extract_labels, normalise
 
 MIN_SUPPORT = 20
-_SWEDISH = re.compile(r"sinusrytm|foermaks|vaenster|hoeger|skaenkel|normalt ekg|avvikande|misstaenkt|infarkt\s+aelder|\bej\b")
-_GERMAN = re.compile(r"rhythmus|lagetyp|linkstyp|rechtstyp|\bekg\b|schenkelblock|infarkt|vorhof|unbestaetigt|\bund\b|abnorm\b")
+_SWEDISH = re.compile(r"sinusrytm|foermaks|vaenster|hoeger|skaenkel|normalt ekg|avvikande|misstaenkt|\bej\b|\boch\b")
+_GERMAN = re.compile(
+    r"rhythmus|lagetyp|linkstyp|rechtstyp|\bekg\b|schenkelblock|infarkt|vorhof|\bund\b|abnorm\b|sinusbradykardie"
+    r"|sinustachykardie"
+)
 
 
 def report_language(text: str) -> str:
