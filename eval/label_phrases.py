@@ -93,7 +93,7 @@ ENGLISH: Table = [
     (("STACH",), r"sinus ?tach[yi]\w*"),
     (("SBRAD",), r"sinus ?brad[yi]\w*"),
     (("SARRH",), r"sinus ?arr?h?ythmi\w*"),
-    (("SR",), r"sinus ?rh?ythm\w*|\bnsr\b"),
+    (("SR",), r"sinus ?rh?ythm\w*|\bnsr\b|rhythm is sinus"),
     (("PACE",), r"pacemaker|\bpaced\b|\bpacing\b|\bpacer\b"),
     (("BIGU",), r"bigemin\w*"),
     (("TRIGU",), r"trigemin\w*"),
@@ -136,7 +136,7 @@ ENGLISH: Table = [
     (("LNGQT",), rf"(?:prolonged|long|lengthened) qtc?\b|qtc?(?: interval)? {_BE}?prolong\w*|long qt"),
     (
         ("NST_",),
-        r"non-?specific st(?:[- ]?t)?(?:[- ]?wave)?(?:[- ]?segment)? (?:changes?|abnormalit\w*)"
+        r"non-?specific st(?:[- ]?t| and t)?(?:[- ]?wave)?(?:[- ]?segment)? (?:changes?|abnormalit\w*)"
         r"|st[- ]?t[- ]?(?:wave )?(?:changes?|abnormalit\w*)|\bst changes?\b|\bnsst",
     ),
     (("STE_",), rf"{_ST}elevat\w*|elevated st\b|\bstemi\b|{_ST}{_BE}?elevated"),
@@ -156,7 +156,7 @@ ENGLISH: Table = [
     (("QWAVE",), r"\bq[- ]?waves?\b"),
     (("ABQRS",), r"abnormal qrs|qrs abnormalit\w*"),
     (("HVOLT",), r"high (?:qrs )?voltage\w*"),
-    (("LVOLT",), r"low (?:qrs )?voltage\w*|low qrs\b"),
+    (("LVOLT",), r"low (?:qrs |limb[- ]lead |chest[- ]lead |precordial )?voltage\w*|low qrs\b"),
     (
         ("PVC",),
         r"ventricular (?:premature|extra)\w* (?:complex|contraction|beat|systole|depolari[sz]ation)\w*"
@@ -175,7 +175,7 @@ ENGLISH: Table = [
 ]
 
 LOCATIONS = (
-    r"infero-?postero-?lateral|infero-?posterior|infero-?lateral|antero-?lateral|antero-?septal|hochlateral"
+    r"infero-?postero-?lateral|infero-?posterior|infero-?lateral|inferior/lateral|antero-?lateral|antero-?septal|hochlateral"
     r"|anterior|inferior|lateral|posterior|septal|vorderwand-?seitenwand|hinterwand-?seitenwand|vorderwand"
     r"|hinterwand|seitenwand|septum"
 )
@@ -183,6 +183,7 @@ LOCATION_KEY = {
     "inferoposterolateral": "IPL",
     "inferoposterior": "IP",
     "inferolateral": "IL",
+    "inferior/lateral": "IL",
     "hinterwandseitenwand": "IL",
     "anterolateral": "AL",
     "vorderwandseitenwand": "AL",

@@ -53,6 +53,16 @@ _NEG_AFTER = re.compile(
     r"^\W*(?:is |are |was |were )?(?:absent|not (?:present|seen)|no longer (?:present|seen)|resolved|nicht mehr)\b"
 )
 
+# Uncertainty cues -> PTB-XL likelihood (100 stated, 80 probable, 50 possible, 35/15 questionable)
+_CUES = [
+    (35, re.compile(r"\b(?:fraglich\w*|questionabl\w*|equivocal|unsure)\b")),
+    (50, re.compile(
+        r"\b(?:possibl\w*|moeglich\w*|moejligen|verdacht auf|suspect\w*|consider\w*|boer oevervaegas|oevervaeg\w*"
+        r"|misstaenkt|may be|might be|could be)\b"
+    )),
+    (80, re.compile(r"\b(?:probabl\w*|wahrscheinlich\w*|likely|sannolik\w*|suggest\w*)\b")),
+]
+_CUE_SPAN = 30  # characters before and after a phrase searched for an uncertainty cue
 _WINDOW = 60  # characters around an infarct/ischaemia keyword searched for its location words
 
 
@@ -82,6 +92,17 @@ def _negated(clause: str, start: int, end: int) -> bool:
     return bool(_NEG_BEFORE.search(clause[max(0, start - 30) : start]) or _NEG_AFTER.search(clause[end:]))
 
 
+def _likelihood(clause: str, start: int, end: int) -> float:
+    """PTB-XL likelihood of a phrase from the uncertainty cues around it in its clause."""
+    near = clause[max(0, start - _CUE_SPAN) : start] + " | " + clause[end : end + _CUE_SPAN]
+    return next((float(v) for v, cue in _CUES if cue.search(near)), 100.0)
+
+
+def _add(found: dict[str, float], codes: tuple[str, ...] | set[str], likelihood: float) -> None:
+    for code in codes:
+        found[code] = max(found.get(code, 0.0), likelihood)
+
+
 def _mask(clause: str, start: int, end: int) -> str:
     return clause[:start] + "#" * (end - start) + clause[end:]
 
@@ -91,9 +112,9 @@ def _locations(clause: str, lo: int, hi: int) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), LOCATION_KEY[m.group(0).replace("-", "")]) for m in loc_re.finditer(clause, lo, hi)]
 
 
-def _localised(clause: str) -> tuple[set[str], str]:
+def _localised(clause: str) -> tuple[dict[str, float], str]:
     """Infarct / injury / ischaemia codes: every location word just before the keyword (or else just after)."""
-    found: set[str] = set()
+    found: dict[str, float] = {}
     for key_re, mapping in _compiled()[2]:
         prev_end = 0
         for m in list(key_re.finditer(clause)):
@@ -106,7 +127,7 @@ def _localised(clause: str) -> tuple[set[str], str]:
             codes = {mapping[k] for _, _, k in chosen if k in mapping}
             if not codes and None in mapping:
                 codes = {mapping[None]}
-            found |= codes
+            _add(found, codes, _likelihood(clause, min([m.start()] + [a for a, _, _ in chosen]), m.end()))
             for a, b, _ in chosen:
                 clause = _mask(clause, a, b)
             clause = _mask(clause, m.start(), m.end())
@@ -114,18 +135,50 @@ def _localised(clause: str) -> tuple[set[str], str]:
     return found, clause
 
 
-def _clause_labels(clause: str) -> set[str]:
+def _clause_labels(clause: str) -> dict[str, float]:
     found, clause = _localised(clause)
     for codes, pat in _compiled()[0]:
         for m in list(pat.finditer(clause)):
             if not _negated(clause, m.start(), m.end()):
-                found.update(codes)
+                _add(found, codes, _likelihood(clause, m.start(), m.end()))
             clause = _mask(clause, m.start(), m.end())
     return found
 
 
+def extract_label_likelihoods(text: str) -> dict[str, float]:
+    """SCP codes stated (and not negated) in a report, each with a likelihood on PTB-XL's scale.
+
+    100: stated; 80: "probable", "wahrscheinlich", "suggesting"; 50: "possible", "möglich", "verdacht auf",
+    "cannot be excluded", "bör övervägas"; 35: "fraglich", "questionable". A code stated several times keeps
+    its highest likelihood.
+
+    Args:
+        text: A report in English (PTB-XL, MIMIC-IV-ECG machine statements), German or Swedish, as the
+            loaders return it.
+
+    Returns:
+        ``{code: likelihood}``; empty for an empty report.
+    """
+    found: dict[str, float] = {}
+    if not text or not text.strip():
+        return found
+    for clause in _CLAUSE_SPLIT.split(normalise(text)):
+        if clause and clause.strip():
+            for code, likelihood in _clause_labels(re.sub(r"\s+", " ", clause)).items():
+                _add(found, (code,), likelihood)
+    if "NORM" in found and set(superclasses(found)) - {"NORM"}:
+        del found["NORM"]
+    if "CLBBB" in found and found.get("LVH", 100.0) < 100:
+        # a hedged LVH beside LBBB ("linkshypertrophie möglich"): PTB-XL codes it in under a tenth of such rows
+        found = {c: v for c, v in found.items() if c not in ("LVH", "VCLVH")}
+    return found
+
+
 def extract_labels(text: str) -> set[str]:
-    """SCP-ECG statement codes stated (and not negated) in a report.
+    """SCP-ECG statement codes stated (and not negated) in a report, hedged ones included.
+
+    Every PTB-XL code counts as present whatever its likelihood (the ``labels_true`` convention), so a
+    hedged phrase ("possible anterior infarct") gives its code too; see :func:`extract_label_likelihoods`.
 
     Args:
         text: A report in English (PTB-XL, MIMIC-IV-ECG machine statements), German or Swedish, as the
@@ -134,17 +187,7 @@ def extract_labels(text: str) -> set[str]:
     Returns:
         The set of SCP codes (keys of ``meit.scp.scp_statements()``).
     """
-    if not text or not text.strip():
-        return set()
-    found: set[str] = set()
-    for clause in _CLAUSE_SPLIT.split(normalise(text)):
-        if clause and clause.strip():
-            found |= _clause_labels(re.sub(r"\s+", " ", clause))
-    if "NORM" in found and set(superclasses(found)) - {"NORM"}:
-        found.discard("NORM")
-    if "CLBBB" in found:  # LBBB hides hypertrophy: PTB-XL does not code LVH beside it (docs/METRICS.md)
-        found -= {"LVH", "VCLVH"}
-    return found
+    return set(extract_label_likelihoods(text))
 
 
 def extract_superclasses(text: str) -> set[str]:
@@ -152,4 +195,4 @@ def extract_superclasses(text: str) -> set[str]:
     return set(superclasses(extract_labels(text)))
 
 
-__all__ = ["SUPERCLASSES", "extract_labels", "extract_superclasses", "normalise"]
+__all__ = ["SUPERCLASSES", "extract_label_likelihoods", "extract_labels", "extract_superclasses", "normalise"]
