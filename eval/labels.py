@@ -53,16 +53,24 @@ _NEG_AFTER = re.compile(
     r"^\W*(?:is |are |was |were )?(?:absent|not (?:present|seen)|no longer (?:present|seen)|resolved|nicht mehr)\b"
 )
 
-# Uncertainty cues -> PTB-XL likelihood (100 stated, 80 probable, 50 possible, 35/15 questionable)
+# Uncertainty cues -> PTB-XL likelihood (100 stated, 80 probable, 50 possible, 35 questionable). A cue before
+# a phrase scopes over it with at most two words between ("possible old inferior infarct"); a cue after it must
+# follow directly ("linkshypertrophie möglich", "infarkt wahrscheinlich alt", "myokardskada bör övervägas").
+_PRE_CUES = {
+    35: r"fraglich\w*|questionabl\w*|equivocal",
+    50: r"possibl\w*|verdacht auf|suspect\w*|consider\w*|misstaenkt|moejligen|may be|might be|could be",
+    80: r"probabl\w*|likely|sannolik\w*|suggest\w*|wahrscheinlich\w*",
+}
+_POST_CUES = {
+    35: r"fraglich\w*|questionabl\w*",
+    50: r"possibl\w*|moeglich\w*|moejligen|boer oevervaegas|misstaenkt|suspected",
+    80: r"probabl\w*|wahrscheinlich\w*|likely|sannolik\w*",
+}
 _CUES = [
-    (35, re.compile(r"\b(?:fraglich\w*|questionabl\w*|equivocal|unsure)\b")),
-    (50, re.compile(
-        r"\b(?:possibl\w*|moeglich\w*|moejligen|verdacht auf|suspect\w*|consider\w*|boer oevervaegas|oevervaeg\w*"
-        r"|misstaenkt|may be|might be|could be)\b"
-    )),
-    (80, re.compile(r"\b(?:probabl\w*|wahrscheinlich\w*|likely|sannolik\w*|suggest\w*)\b")),
+    (float(v), re.compile(rf"\b(?:{_PRE_CUES[v]})\W+(?:\w+\W+){{0,2}}$"), re.compile(rf"^\W*(?:{_POST_CUES[v]})\b"))
+    for v in (35, 50, 80)
 ]
-_CUE_SPAN = 30  # characters before and after a phrase searched for an uncertainty cue
+_CUE_SPAN = 40  # characters before a phrase searched for an uncertainty cue
 _WINDOW = 60  # characters around an infarct/ischaemia keyword searched for its location words
 
 
@@ -94,8 +102,8 @@ def _negated(clause: str, start: int, end: int) -> bool:
 
 def _likelihood(clause: str, start: int, end: int) -> float:
     """PTB-XL likelihood of a phrase from the uncertainty cues around it in its clause."""
-    near = clause[max(0, start - _CUE_SPAN) : start] + " | " + clause[end : end + _CUE_SPAN]
-    return next((float(v) for v, cue in _CUES if cue.search(near)), 100.0)
+    before, after = clause[max(0, start - _CUE_SPAN) : start], clause[end : end + _CUE_SPAN]
+    return next((v for v, pre, post in _CUES if pre.search(before) or post.search(after)), 100.0)
 
 
 def _add(found: dict[str, float], codes: tuple[str, ...] | set[str], likelihood: float) -> None:
@@ -104,7 +112,7 @@ def _add(found: dict[str, float], codes: tuple[str, ...] | set[str], likelihood:
 
 
 def _mask(clause: str, start: int, end: int) -> str:
-    return clause[:start] + "#" * (end - start) + clause[end:]
+    return clause[:start] + "_" * (end - start) + clause[end:]  # a word: cues do not reach across it
 
 
 def _locations(clause: str, lo: int, hi: int) -> list[tuple[int, int, str]]:
