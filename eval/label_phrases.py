@@ -84,7 +84,7 @@ SWEDISH: Table = [
 ]
 
 ENGLISH: Table = [
-    (("NORM",), r"\bnormal (?:ecg|electrocardiogram|tracing)\b|within normal limits"),
+    (("NORM",), r"\bnormal (?:ecg|electrocardiogram|tracing)\b|within normal limits|no definite pathology"),
     (("PSVT",), r"paroxysmal\w* supraventri\w* tachy\w*|\bpsvt\b"),
     (("SVTAC",), r"supraventri\w* tachy\w*|\bsvt\b"),
     (("SVARR",), r"supraventri\w* arrh?ythmi\w*"),
@@ -111,7 +111,11 @@ ENGLISH: Table = [
     (("CRBBB",), r"right bundle[- ]branch block|\bc?rbbb\b"),
     (("LAFB",), r"left anterior (?:fascicular|hemi-?) ?block|left anterior hemiblock|\blafb\b|\blahb\b"),
     (("LPFB",), r"left posterior (?:fascicular|hemi-?) ?block|left posterior hemiblock|\blpfb\b|\blphb\b"),
-    (("IVCD",), r"intraventricular conduction (?:delay|defect|disturbance|abnormality)|\bivcd\b"),
+    (
+        ("IVCD",),
+        r"intraventricular conduction (?:delay|defect|disturbance|abnormality)|\bivcd\b"
+        r"|non-?specific intraventricular (?:block|conduction\w*)",
+    ),
     (("VCLVH",), r"(?:minimal|borderline) voltage criteria for (?:left ventricular hypertrophy|lvh)"),
     (
         ("VCLVH", "LVH"),
@@ -223,3 +227,7 @@ LOCALISED: list[tuple[str, dict[str | None, str]]] = [
 ]
 
 PATTERNS: Table = GERMAN + SWEDISH + ENGLISH
+
+# Explanations that are not findings, removed before labelling: PTB-XL's English LBBB statement ends
+# "this is most commonly due to ischaemic heart disease", which is never coded as ischaemia.
+COMMENTS = r"this is most commonly due to\s+ischaemic heart disease"

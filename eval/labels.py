@@ -38,12 +38,12 @@ from functools import lru_cache
 
 from meit.scp import SUPERCLASSES, scp_statements, superclasses
 
-from .label_phrases import LOCALISED, LOCATION_KEY, LOCATIONS, PATTERNS
+from .label_phrases import COMMENTS, LOCALISED, LOCATION_KEY, LOCATIONS, PATTERNS
 
 _FOLD = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "å": "a", "ß": "ss", "#": "ue", "’": "'", "–": "-", "—": "-"})
 _CLAUSE_SPLIT = re.compile(r"[.;:,\n]|\s{2,}|\b(?:but|however|aber|jedoch|whereas)\b")
 # database artefacts: the "4.46 unbestätigter bericht" footer and annotators' "Edit: ..." notes (they name codes)
-_ARTEFACTS = re.compile(r"\b4\.46\s+unbestaetigter bericht|\bedit:.*$", re.DOTALL)
+_ARTEFACTS = re.compile(rf"\b4\.46\s+unbestaetigter bericht|\bedit:.*$|{COMMENTS}", re.DOTALL)
 _HEDGES = re.compile(
     r"can ?not (?:be )?(?:rule[ds]? out|excluded?)|can't rule out|not (?:be )?excluded|"
     r"nicht (?:sicher )?auszuschliessen|nicht ausgeschlossen|kan ej uteslutas"
