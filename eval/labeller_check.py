@@ -36,8 +36,13 @@ def report_language(text: str) -> str:
     return "de" if _GERMAN.search(t) else "en"
 
 
-def read_ptbxl_rows(path: str | Path) -> list[tuple[str, str, set[str]]]:
+def read_ptbxl_rows(path: str | Path, min_likelihood: float = 0.0) -> list[tuple[str, str, set[str]]]:
     """``(ecg_id, report, true codes)`` of every row of a ptbxl_database.csv.
+
+    Args:
+        path: The CSV (columns ``ecg_id``, ``report``, ``scp_codes``).
+        min_likelihood: A code is true when its likelihood is at least this, or 0 (PTB-XL's "unquantified",
+            given to rhythm and form statements). 0: every listed code (the ``labels_true`` convention).
 
     Raises:
         ValueError: naming the file and row when a column is missing or ``scp_codes`` is not a dict literal.
@@ -56,7 +61,8 @@ def read_ptbxl_rows(path: str | Path) -> list[tuple[str, str, set[str]]]:
                 raise ValueError(f"{path}:{lineno}: scp_codes is not a dict literal ({e})") from e
             if not isinstance(codes, dict):
                 raise ValueError(f"{path}:{lineno}: scp_codes is not a dict")
-            rows.append((row["ecg_id"], row["report"], {str(c).strip() for c in codes}))
+            true = {str(c).strip() for c, v in codes.items() if float(v) == 0 or float(v) >= min_likelihood}
+            rows.append((row["ecg_id"], row["report"], true))
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
@@ -84,13 +90,13 @@ def _scores(truth: list[set[str]], pred: list[set[str]]) -> dict:
     }
 
 
-def check_labeller(path: str | Path) -> dict:
-    """Labeller scores on a ptbxl_database.csv: overall and per report language."""
-    rows = read_ptbxl_rows(path)
+def check_labeller(path: str | Path, min_likelihood: float = 0.0) -> dict:
+    """Labeller scores on a ptbxl_database.csv: overall and per report language (see :func:`read_ptbxl_rows`)."""
+    rows = read_ptbxl_rows(path, min_likelihood)
     truth = [codes for _, _, codes in rows]
     pred = [extract_labels(report) for _, report, _ in rows]
     langs = [report_language(report) for _, report, _ in rows]
-    out = {"database": str(path), **_scores(truth, pred), "by_language": {}}
+    out = {"database": str(path), "min_likelihood": min_likelihood, **_scores(truth, pred), "by_language": {}}
     for lang in ("de", "en", "sv"):
         idx = [i for i, x in enumerate(langs) if x == lang]
         if idx:
@@ -103,7 +109,8 @@ def check_labeller(path: str | Path) -> dict:
 def format_check(result: dict) -> str:
     """The check as plain text: summary, languages, then per-code rows by support."""
     key = f"macro_f1_support_ge_{MIN_SUPPORT}"
-    lines = [f"labeller check on {result['database']} (n = {result['n']})", ""]
+    lines = [f"labeller check on {result['database']} (n = {result['n']}, true codes: likelihood 0 or"
+             f" >= {result['min_likelihood']:g})", ""]
     lines.append(f"{'set':<8}{'n':>6}{'micro_f1':>10}{'macro_f1*':>11}{'superclass':>12}")
     for name, res in [("all", result), *result["by_language"].items()]:
         lines.append(f"{name:<8}{res['n']:>6}{res['micro_f1']:>10.3f}{res[key]:>11.3f}{res['superclass_macro_f1']:>12.3f}")

@@ -91,6 +91,8 @@ def build_labeller_parser() -> argparse.ArgumentParser:
         prog="python -m meit.evaluate labeller", description="Score the report labeller on PTB-XL's own scp_codes."
     )
     p.add_argument("--ptbxl-database", type=Path, required=True, help="ptbxl_database.csv (report, scp_codes)")
+    p.add_argument("--min-likelihood", type=float, default=0.0,
+                   help="a code is true at this likelihood or above, or at 0 (unquantified); default 0: every code")
     p.add_argument("--json", action="store_true", help="print the full result as JSON instead of a table")
     return p
 
@@ -99,7 +101,7 @@ def labeller_main(argv: list[str]) -> int:
     """Run ``python -m meit.evaluate labeller``."""
     args = build_labeller_parser().parse_args(argv)
     try:
-        result = check_labeller(args.ptbxl_database)
+        result = check_labeller(args.ptbxl_database, args.min_likelihood)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
