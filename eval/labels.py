@@ -1,34 +1,21 @@
 """Rule-based extraction of PTB-XL SCP-ECG statements (71 codes) from report text.
 
-Design choices (see also docs/METRICS.md):
+The phrase tables (German incl. the PTB-XL database's spellings, Swedish, English incl. MIMIC-IV-ECG machine
+statements) are in :mod:`meit.eval.label_phrases`; this module is the engine. Conventions (docs/METRICS.md):
 
-* **Languages.** English (PTB-XL English reports, MIMIC-IV-ECG machine statements, the
-  synthetic report styles) and the standard PTB-XL German machine phrases. Text is
-  lower-cased and umlauts are folded (ä -> ae, ö -> oe, ü -> ue, ß -> ss), so "überdrehter"
-  and "ueberdrehter" read the same.
-* **Clauses and negation.** Text is split into clauses at ``. ; : , \\n`` and at "but",
-  "however", "aber", "jedoch". A finding is dropped when a negation cue precedes it in its
-  clause ("no", "not", "without", "absent", "negative for", "free of", "kein/keine/keiner",
-  "nicht", "ohne") or follows it directly ("... absent", "... no longer present", "nicht mehr").
-  "cannot rule out" / "nicht ausgeschlossen" are hedges, not negations.
-* **Hedges count.** "possible", "probable", "consider", "cannot rule out" findings are
-  extracted (PTB-XL codes such statements too, with a lower likelihood).
-* **Most specific first.** Patterns run in a fixed order and every match masks its span, so
-  "incomplete right bundle branch block" gives IRBBB and not also CRBBB, and "ventricular
-  premature complexes" gives PVC, not also the generic PRC(S).
-* **Localised statements.** Infarction (IMI, ASMI, AMI, ALMI, ILMI, IPLMI, IPMI, LMI, PMI),
-  ischaemia (ISCAL, ISCAS, ISCAN, ISCIN, ISCIL, ISCLA, else ISC_) and subendocardial injury
-  (INJAS, INJAL, INJIN, INJLA, INJIL) take the location word nearest to the keyword in the
-  same clause. An infarction without a location gives no code.
-* **Implications.** "prolonged PR interval" gives LPR and 1AVB (the synthetic reports and
-  MIMIC use it for first-degree AV block); "voltage criteria for LVH" gives VCLVH and LVH;
-  "minimal voltage criteria" gives VCLVH only.
-* **NORM** only from explicit statements ("normal ECG", "normales EKG", "within normal
-  limits", "otherwise normal ECG") and only when no code of another diagnostic superclass
-  (MI, STTC, CD, HYP) is found. PTB-XL's annotators also gave NORM to reports that never say
-  so (ecg_id 1, "sinusrhythmus periphere niederspannung", is NORM/LVOLT/SR); the extractor
-  reads text, so that report gives {SR, LVOLT}. Axis statements ("linkstyp", "überdrehter
-  linkstyp", "left axis deviation") and "abnormal/borderline ECG" have no SCP code and give none.
+* **Normalisation.** Lower case; ä -> ae, ö -> oe, ü -> ue, å -> a, ß -> ss, "#" -> ue (the database's "f#r");
+  the footer "4.46 unbestätigter bericht", annotators' "Edit: ..." notes and explanatory comments are dropped.
+* **Statements.** Split at ``. ; : , \\n``, at "but/however/aber/jedoch/whereas" and at runs of two or more
+  spaces. Within a statement the most specific phrase matches first and masks its span.
+* **Negation** ("no", "not", "without", "kein", "nicht", "ohne" within 30 characters before; "... absent",
+  "no longer present", "nicht mehr" after) drops a phrase; "cannot be excluded" / "nicht auszuschliessen" /
+  "kan ej uteslutas" are hedges, not negations.
+* **Uncertainty** gives PTB-XL likelihoods: 100 stated, 80 probable, 50 possible, 35 questionable
+  (:func:`extract_label_likelihoods`); :func:`extract_labels` keeps every code, as PTB-XL lists hedged codes too.
+* **Localised statements** (infarction, injury, ischaemia) take every location word just before the keyword,
+  else the first one after it; ischaemia without a location is ISC_, an infarction without one gives no code.
+* **NORM** only from explicit statements and only without a code of another diagnostic superclass; a hedged
+  LVH beside LBBB is dropped (PTB-XL does not code it there).
 """
 
 from __future__ import annotations
