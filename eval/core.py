@@ -253,7 +253,7 @@ def compare_records(
     pa, pb = sa.point(), sb.point()
     ba, bb = sa.boot(n_bootstrap, seed), sb.boot(n_bootstrap, seed)
     out = {}
-    for k in pa:
+    for k in (k for k in pa if k in pb):  # the ceiling only exists where both files have labels_true
         diff = pa[k] - pb[k]
         d = ba[k] - bb[k]
         out[k] = {"a": pa[k], "b": pb[k], "diff": diff, "ci95": percentile_ci(d), "p_value": paired_p_value(d, diff)}

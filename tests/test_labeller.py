@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from meit.data.reports import REPORT_ORDER, site_report
-from meit.eval import evaluate_records
+from meit.eval import compare_records, evaluate_records
 from meit.eval.labeller_check import check_labeller, report_language
 from meit.eval.labels import extract_label_likelihoods, extract_labels
 from meit.evaluate import main
@@ -170,3 +170,5 @@ def test_ce_protocol_and_ceiling():
     no_codes = [{k: v for k, v in r.items() if k != "labels_true"} for r in records]
     m2 = evaluate_records(no_codes, metrics=["labels"], n_bootstrap=0)
     assert "label_ceiling_macro_f1" not in m2 and m2["ce_micro_f1"] == pytest.approx(2 / 3)
+    cmp = compare_records(records, no_codes, metrics=["labels"], n_bootstrap=20)
+    assert cmp["ce_micro_f1"]["diff"] == pytest.approx(0.0) and "label_ceiling_macro_f1" not in cmp
