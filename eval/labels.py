@@ -29,6 +29,7 @@ from .label_phrases import COMMENTS, LOCALISED, LOCATION_KEY, LOCATIONS, PATTERN
 
 _FOLD = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "å": "a", "ß": "ss", "#": "ue", "’": "'", "–": "-", "—": "-"})
 _CLAUSE_SPLIT = re.compile(r"[.;:,\n]|\s{2,}|\b(?:but|however|aber|jedoch|whereas)\b")
+_SENTENCE_SPLIT = re.compile(r"[.;:,\n]|\b(?:but|however|aber|jedoch|whereas)\b")
 # database artefacts: the "4.46 unbestätigter bericht" footer and annotators' "Edit: ..." notes (they name codes)
 _ARTEFACTS = re.compile(rf"\b4\.46\s+unbestaetigter bericht|\bedit:.*$|{COMMENTS}", re.DOTALL)
 _HEDGES = re.compile(
@@ -157,7 +158,10 @@ def extract_label_likelihoods(text: str) -> dict[str, float]:
     found: dict[str, float] = {}
     if not text or not text.strip():
         return found
-    for clause in _CLAUSE_SPLIT.split(normalise(text)):
+    norm = normalise(text)
+    # runs of spaces separate statements in the machine reports; in written sentences they are only line wraps
+    splitter = _SENTENCE_SPLIT if re.search(r"[a-z]\. [a-z(]", norm) else _CLAUSE_SPLIT
+    for clause in splitter.split(norm):
         if clause and clause.strip():
             for code, likelihood in _clause_labels(re.sub(r"\s+", " ", clause)).items():
                 _add(found, (code,), likelihood)

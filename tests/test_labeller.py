@@ -60,6 +60,8 @@ def test_german(text, codes):
         ("sinus rhythm. anterior infarct.", {"SR", "ASMI"}),
         ("sinus rhythm. old anterior and inferior infarcts.", {"SR", "ASMI", "IMI"}),
         ("sinus rhythm. inferior infarct. lateral infarct.", {"SR", "IMI", "LMI"}),
+        # runs of spaces in written sentences are line wraps, not statement breaks
+        ("sinus rhythm. q waves consistent with old inferior    myocardial infarction.", {"SR", "QWAVE", "IMI"}),
     ],
 )
 def test_english_predicates_and_locations(text, codes):
