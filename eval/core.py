@@ -11,7 +11,7 @@ import numpy as np
 
 from .bertscore import bertscore_stats
 from .bootstrap import bootstrap_values, paired_p_value, percentile_ci
-from .label_metrics import build_label_stats
+from .label_metrics import ClinicalProtocols, build_label_stats
 from .labels import extract_labels
 from .text import TEXT_GROUPS, MeteorProcess, MetricStats, text_stats
 
@@ -21,7 +21,10 @@ GROUP_KEYS = {
     "rouge": ["rouge_1", "rouge_2", "rouge_l"],
     "cider": ["cider_d"],
     "bertscore": ["bertscore_p", "bertscore_r", "bertscore_f1"],
-    "labels": ["label_macro_f1", "label_hamming", "label_auc"],
+    "labels": [
+        "label_macro_f1", "label_ceiling_macro_f1", "label_hamming", "label_auc",
+        "ce_micro_f1", "ce_macro_f1", "ce_precision", "ce_recall",
+    ],
 }
 ALL_GROUPS = tuple(GROUP_KEYS)
 
@@ -98,6 +101,13 @@ def _truth(records: list[dict]) -> list[set[str]]:
     ]
 
 
+def _protocols(records: list[dict], refs: list[str], pred: list[set[str]]) -> ClinicalProtocols:
+    """CE (prediction vs reference-text labels) and, when every record has codes, the labeller ceiling."""
+    has_codes = all(r.get("labels_true") is not None for r in records)
+    truth = [set(r["labels_true"]) for r in records] if has_codes else None
+    return ClinicalProtocols([extract_labels(t) for t in refs], pred, truth)
+
+
 class _Scored:
     """Per-record statistics of one prediction set (everything the bootstrap needs)."""
 
@@ -119,10 +129,12 @@ class _Scored:
             x, name, rescaled = bert if bert is not None else bertscore_stats(hyps, refs, bertscore_model)
             self.stats["bertscore"] = _mean(x, ["bertscore_p", "bertscore_r", "bertscore_f1"])
             self.info.update(bertscore_model=name, bertscore_rescaled=rescaled)
-        self.labels = None
+        self.labels = self.protocols = None
         if "labels" in groups:
             probs = [r.get("label_probs") for r in records]
-            self.labels = build_label_stats(_truth(records), [extract_labels(h) for h in hyps], probs)
+            pred = [extract_labels(h) for h in hyps]
+            self.labels = build_label_stats(_truth(records), pred, probs)
+            self.protocols = _protocols(records, refs, pred)
             self.info["label_auc_source"] = "probabilities" if self.labels["statement"].use_probs else "binary"
 
     def point(self) -> dict[str, float]:
@@ -130,12 +142,13 @@ class _Scored:
         for s in self.stats.values():
             out.update(s.corpus())
             out.update(s.point)
-        if self.labels is not None:
-            out.update({k: float(v[0]) for k, v in self.labels["statement"].aggregate(np.ones((1, self.n))).items()})
+        out.update({k: float(v[0]) for k, v in self.extra(np.ones((1, self.n))).items()})
         return out
 
     def extra(self, w: np.ndarray) -> dict[str, np.ndarray]:
-        return self.labels["statement"].aggregate(w) if self.labels is not None else {}
+        if self.labels is None:
+            return {}
+        return {**self.labels["statement"].aggregate(w), **self.protocols.aggregate(w)}
 
     def boot(self, n_bootstrap: int, seed: int) -> dict[str, np.ndarray]:
         return bootstrap_values(self.stats, self.n, n_bootstrap, seed, self.extra)
@@ -240,7 +253,7 @@ def compare_records(
     pa, pb = sa.point(), sb.point()
     ba, bb = sa.boot(n_bootstrap, seed), sb.boot(n_bootstrap, seed)
     out = {}
-    for k in pa:
+    for k in (k for k in pa if k in pb):  # the ceiling only exists where both files have labels_true
         diff = pa[k] - pb[k]
         d = ba[k] - bb[k]
         out[k] = {"a": pa[k], "b": pb[k], "diff": diff, "ci95": percentile_ci(d), "p_value": paired_p_value(d, diff)}

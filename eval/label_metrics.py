@@ -124,3 +124,38 @@ def build_label_stats(truth: list[set[str]], pred: list[set[str]], probs: list[d
         [set(superclasses(t)) for t in truth], [set(superclasses(p)) for p in pred], sup_probs, list(SUPERCLASSES)
     )
     return {"statement": statement, "superclass": superclass}
+
+
+class ClinicalProtocols:
+    """The clinical-efficacy (CE) protocol and the labeller ceiling, bootstrap-able like :class:`LabelStats`.
+
+    * CE: labels of the prediction against labels of the reference *text* (both from the labeller), as
+      radiology report generation scores CheXbert labels. ``ce_precision`` / ``ce_recall`` / ``ce_micro_f1``
+      are micro-averaged over all label decisions; ``ce_macro_f1`` averages per-label F1 over labels with
+      support in the reference labels or the prediction (the ``label_macro_f1`` convention).
+    * Ceiling: ``label_ceiling_macro_f1`` is ``label_macro_f1`` with the reference text as the prediction,
+      the score a generator that writes the reference would get. Only when every record has ``labels_true``.
+    """
+
+    def __init__(self, reference: list[set[str]], pred: list[set[str]], truth: list[set[str]] | None):
+        space = label_space(reference + pred)
+        self.ce = LabelStats(reference, pred, [None] * len(pred), space)
+        self.ceiling = None
+        if truth is not None:
+            self.ceiling = LabelStats(truth, reference, [None] * len(pred), label_space(truth))
+
+    def aggregate(self, w: np.ndarray) -> dict[str, np.ndarray]:
+        """CE scores (and the ceiling) for record weights ``w`` (B, n)."""
+        k = len(self.ce.space)
+        s = w @ self.ce.x
+        tp, fp, fn = s[:, :k].sum(axis=1), s[:, k : 2 * k].sum(axis=1), s[:, 2 * k : 3 * k].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = {
+                "ce_micro_f1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan),
+                "ce_macro_f1": self.ce.aggregate(w)["label_macro_f1"],
+                "ce_precision": np.where(tp + fp > 0, tp / (tp + fp), np.nan),
+                "ce_recall": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
+            }
+        if self.ceiling is not None:
+            out["label_ceiling_macro_f1"] = self.ceiling.aggregate(w)["label_macro_f1"]
+        return out

@@ -2,6 +2,8 @@
 
 Writes metrics.json (default: beside the predictions), prints a table, optionally writes a
 Markdown table (``--markdown``) and a paired bootstrap comparison (``--compare B.jsonl``).
+``python -m meit.evaluate labeller --ptbxl-database PATH [--json]`` measures the report labeller
+on a PTB-XL database file (reports against their own ``scp_codes``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from meit.eval import compare_records, evaluate_records, read_predictions
 from meit.eval.core import GROUP_KEYS
+from meit.eval.labeller_check import check_labeller, format_check
 
 ORDER = [k for keys in GROUP_KEYS.values() for k in keys]
 
@@ -82,8 +85,35 @@ def print_table(metrics: dict, compare: dict | None = None) -> None:
         console.print(f"BERTScore model: {metrics['bertscore_model']} (rescaled: {metrics['bertscore_rescaled']})")
 
 
+def build_labeller_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m meit.evaluate labeller``."""
+    p = argparse.ArgumentParser(
+        prog="python -m meit.evaluate labeller", description="Score the report labeller on PTB-XL's own scp_codes."
+    )
+    p.add_argument("--ptbxl-database", type=Path, required=True, help="ptbxl_database.csv (report, scp_codes)")
+    p.add_argument("--min-likelihood", type=float, default=0.0,
+                   help="a code is true at this likelihood or above, or at 0 (unquantified); default 0: every code")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON instead of a table")
+    return p
+
+
+def labeller_main(argv: list[str]) -> int:
+    """Run ``python -m meit.evaluate labeller``."""
+    args = build_labeller_parser().parse_args(argv)
+    try:
+        result = check_labeller(args.ptbxl_database, args.min_likelihood)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else format_check(result), end="\n" if args.json else "")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "labeller":
+        return labeller_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         records = read_predictions(args.predictions)

@@ -33,7 +33,8 @@ PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 REPORT = "report.md"
 TABLE_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_1", "rouge_2", "rouge_l", "cider_d",
-                 "bertscore_p", "bertscore_r", "bertscore_f1", "label_macro_f1", "label_hamming", "label_auc")
+                 "bertscore_p", "bertscore_r", "bertscore_f1", "label_macro_f1", "label_ceiling_macro_f1",
+                 "label_hamming", "label_auc", "ce_micro_f1", "ce_macro_f1", "ce_precision", "ce_recall")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -20,8 +20,9 @@ def test_real_ptbxl_report():
         row = next(csv.DictReader(f))
     assert row["report"] == "sinusrhythmus periphere niederspannung"
     truth = set(ast.literal_eval(row["scp_codes"]))
-    # The text states SR and LVOLT; PTB-XL's NORM was added by the annotator, not said in the text.
-    assert extract_labels(row["report"]) == {"SR", "LVOLT"} == truth - {"NORM"}
+    # PTB-XL's NORM here was added by the annotator, not said in the text; "periphere niederspannung" is LVOLT
+    # in only 13 of the 198 dev rows that say it, so the labeller gives no code for it (docs/METRICS.md).
+    assert extract_labels(row["report"]) == {"SR"} == truth - {"NORM", "LVOLT"}
 
 
 def test_real_mimic_report():
@@ -63,9 +64,10 @@ def test_real_mimic_report():
         ("low voltage", {"LVOLT"}),
         ("ST elevation", {"STE_"}),
         ("ST segment elevation", {"STE_"}),
-        ("st-hebung", {"STE_"}),
+        ("st-hebung", set()),
         ("ST depression", {"STD_"}),
-        ("st-senkung", {"STD_"}),
+        ("st-senkung", set()),
+        ("unspezifische abnorme st-senkung", {"NST_"}),
         ("T wave inversion", {"INVT"}),
         ("inverted T waves", {"INVT"}),
         ("t-negativierung", {"INVT"}),
@@ -75,7 +77,7 @@ def test_real_mimic_report():
         ("Premature atrial contractions", {"PAC"}),
         ("Abnormal ECG", set()),
         ("Inferior infarct, age undetermined", {"IMI"}),
-        ("alter vorderwandinfarkt", {"AMI"}),
+        ("alter vorderwandinfarkt", {"ASMI"}),
         ("ischemic ST-T changes in anterolateral leads", {"ISCAL"}),
         ("Nonspecific ST-T wave changes", {"NST_"}),
         ("Left ventricular hypertrophy. Otherwise normal ECG", {"LVH"}),
@@ -93,7 +95,7 @@ def test_statement_families(text, codes):
         ("kein hinweis auf infarkt. sinusrhythmus", {"SR"}),
         ("keine st-hebung", set()),
         ("ST elevation no longer present", set()),
-        ("cannot rule out anterior infarct", {"AMI"}),
+        ("cannot rule out anterior infarct", {"ASMI"}),
         ("no PVCs, but ST depression", {"STD_"}),
     ],
 )

@@ -1,0 +1,122 @@
+"""How well the report labeller reads real reports: ``extract_labels(report)`` against PTB-XL's ``scp_codes``.
+
+``python -m meit.evaluate labeller --ptbxl-database PATH/ptbxl_database.csv [--json]`` scores every row:
+micro/macro F1 over the SCP statements, per-code precision/recall/support, superclass scores, and the
+same split by report language (German, English, Swedish). Every code a row lists counts as true,
+whatever its likelihood (the pipeline's ``labels_true`` convention; see docs/METRICS.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from meit.scp import SUPERCLASSES, superclasses
+
+from .label_metrics import LabelStats, label_space
+from .labels import extract_labels, normalise
+
+MIN_SUPPORT = 20
+_SWEDISH = re.compile(r"sinusrytm|foermaks|vaenster|hoeger|skaenkel|normalt ekg|avvikande|misstaenkt|\bej\b|\boch\b")
+_GERMAN = re.compile(
+    r"rhythmus|lagetyp|linkstyp|rechtstyp|\bekg\b|schenkelblock|infarkt|vorhof|\bund\b|abnorm\b|sinusbradykardie"
+    r"|sinustachykardie"
+)
+
+
+def report_language(text: str) -> str:
+    """``"sv"``, ``"de"`` or ``"en"`` from the report's wording (PTB-XL reports are in one of the three)."""
+    t = normalise(text)
+    if _SWEDISH.search(t):
+        return "sv"
+    return "de" if _GERMAN.search(t) else "en"
+
+
+def read_ptbxl_rows(path: str | Path, min_likelihood: float = 0.0) -> list[tuple[str, str, set[str]]]:
+    """``(ecg_id, report, true codes)`` of every row of a ptbxl_database.csv.
+
+    Args:
+        path: The CSV (columns ``ecg_id``, ``report``, ``scp_codes``).
+        min_likelihood: A code is true when its likelihood is at least this, or 0 (PTB-XL's "unquantified",
+            given to rhythm and form statements). 0: every listed code (the ``labels_true`` convention).
+
+    Raises:
+        ValueError: naming the file and row when a column is missing or ``scp_codes`` is not a dict literal.
+    """
+    path = Path(path)
+    rows = []
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"ecg_id", "report", "scp_codes"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: missing columns {sorted(missing)}")
+        for lineno, row in enumerate(reader, start=2):
+            try:
+                codes = ast.literal_eval(row["scp_codes"])
+            except (ValueError, SyntaxError) as e:
+                raise ValueError(f"{path}:{lineno}: scp_codes is not a dict literal ({e})") from e
+            if not isinstance(codes, dict):
+                raise ValueError(f"{path}:{lineno}: scp_codes is not a dict")
+            true = {str(c).strip() for c, v in codes.items() if float(v) == 0 or float(v) >= min_likelihood}
+            rows.append((row["ecg_id"], row["report"], true))
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def _scores(truth: list[set[str]], pred: list[set[str]]) -> dict:
+    stats = LabelStats(truth, pred, [None] * len(truth), label_space(truth))
+    tp, t, p = (stats.t & stats.p).sum(0), stats.t.sum(0), stats.p.sum(0)
+    micro = 2 * tp.sum() / max(t.sum() + p.sum(), 1)
+    frequent = t >= MIN_SUPPORT
+    f1 = np.where(t + p > 0, 2 * tp / np.maximum(t + p, 1), np.nan)
+    macro = float(np.nanmean(f1[frequent])) if frequent.any() else float("nan")
+    sup = LabelStats([set(superclasses(x)) for x in truth], [set(superclasses(x)) for x in pred],
+                     [None] * len(truth), list(SUPERCLASSES))
+    stp, st, sp = (sup.t & sup.p).sum(0), sup.t.sum(0), sup.p.sum(0)
+    sup_f1 = {c: float(2 * stp[j] / (st[j] + sp[j])) for j, c in enumerate(SUPERCLASSES) if st[j] + sp[j] > 0}
+    return {
+        "n": len(truth),
+        "micro_f1": float(micro),
+        f"macro_f1_support_ge_{MIN_SUPPORT}": macro,
+        "n_codes_support_ge_20": int(frequent.sum()),
+        "superclass_macro_f1": float(np.mean(list(sup_f1.values()))) if sup_f1 else float("nan"),
+        "superclass_f1": sup_f1,
+        "per_code": stats.per_label(),
+    }
+
+
+def check_labeller(path: str | Path, min_likelihood: float = 0.0) -> dict:
+    """Labeller scores on a ptbxl_database.csv: overall and per report language (see :func:`read_ptbxl_rows`)."""
+    rows = read_ptbxl_rows(path, min_likelihood)
+    truth = [codes for _, _, codes in rows]
+    pred = [extract_labels(report) for _, report, _ in rows]
+    langs = [report_language(report) for _, report, _ in rows]
+    out = {"database": str(path), "min_likelihood": min_likelihood, **_scores(truth, pred), "by_language": {}}
+    for lang in ("de", "en", "sv"):
+        idx = [i for i, x in enumerate(langs) if x == lang]
+        if idx:
+            res = _scores([truth[i] for i in idx], [pred[i] for i in idx])
+            res.pop("per_code")
+            out["by_language"][lang] = res
+    return out
+
+
+def format_check(result: dict) -> str:
+    """The check as plain text: summary, languages, then per-code rows by support."""
+    key = f"macro_f1_support_ge_{MIN_SUPPORT}"
+    lines = [f"labeller check on {result['database']} (n = {result['n']}, true codes: likelihood 0 or"
+             f" >= {result['min_likelihood']:g})", ""]
+    lines.append(f"{'set':<8}{'n':>6}{'micro_f1':>10}{'macro_f1*':>11}{'superclass':>12}")
+    for name, res in [("all", result), *result["by_language"].items()]:
+        lines.append(f"{name:<8}{res['n']:>6}{res['micro_f1']:>10.3f}{res[key]:>11.3f}{res['superclass_macro_f1']:>12.3f}")
+    lines.append(f"* macro-F1 over the {result['n_codes_support_ge_20']} codes with >= {MIN_SUPPORT} true occurrences")
+    lines.append("superclass F1: " + ", ".join(f"{c} {v:.3f}" for c, v in result["superclass_f1"].items()))
+    lines += ["", f"{'code':<9}{'support':>8}{'n_pred':>8}{'precision':>11}{'recall':>8}{'f1':>7}"]
+    for code, s in sorted(result["per_code"].items(), key=lambda kv: -kv[1]["support"]):
+        lines.append(f"{code:<9}{s['support']:>8}{s['n_pred']:>8}{s['precision']:>11.3f}{s['recall']:>8.3f}{s['f1']:>7.3f}")
+    return "\n".join(lines) + "\n"
