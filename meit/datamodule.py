@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler, Subset
 
+from meit.atomic import write_text
 from meit.config import DataConfig, default_cache_dir
 from meit.data.cache import SignalCache
 from meit.data.dataset import ECGReportDataset
 from meit.data.sources import Source, open_source
 from meit.data.splits import split_records
 from meit.fusion.splice import splice
+from meit.locks import build_folder
 
 SYNTHETIC_VERSION = 1
 DONE_MARKER = ".meit-complete"
@@ -39,18 +40,12 @@ def synthetic_root(cfg: DataConfig) -> Path:
     from meit.data.synth import write_dataset
 
     name = f"{cfg.synthetic_format}-n{cfg.synthetic_n}-seed{cfg.synthetic_seed}-v{SYNTHETIC_VERSION}"
-    root = cache_dir(cfg) / "synthetic" / name
-    if (root / DONE_MARKER).is_file():
-        return root
-    tmp = root.with_name(f".{name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_dataset(tmp, cfg.synthetic_format, cfg.synthetic_n, cfg.synthetic_seed, workers=os.cpu_count())
-    (tmp / DONE_MARKER).write_text("")
-    try:
-        os.replace(tmp, root)
-    except OSError:  # written concurrently by another process
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    def build(tmp: Path) -> None:
+        write_dataset(tmp, cfg.synthetic_format, cfg.synthetic_n, cfg.synthetic_seed, workers=os.cpu_count())
+        write_text(tmp / DONE_MARKER, "")
+
+    return build_folder(cache_dir(cfg) / "synthetic" / name, DONE_MARKER, build)
 
 
 def open_dataset(cfg: DataConfig) -> Source:
