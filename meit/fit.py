@@ -182,6 +182,7 @@ def fit(cli: MEITCLI) -> Path:
     info["timings"] = {k: round(v, 1) for k, v in timings.items()}
     if trainer.is_global_zero:
         (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str))
+    trainer.strategy.barrier("meit-run-written")  # no rank leaves (and none reads the run) before rank 0 wrote it
     return run_dir
 
 
@@ -209,12 +210,13 @@ def summary(run_dir: Path) -> str:
 
 
 def main(args: list[str] | None = None) -> Path:
-    """`python -m meit.fit [flags]`; prints the run directory last."""
+    """`python -m meit.fit [flags]`; prints the run directory last (rank 0 only under DDP; every rank exits 0)."""
     cli = MEITCLI(args)
     run_dir = fit(cli)
-    sys.stdout.flush()
-    print(summary(run_dir), flush=True)
-    print(os.fspath(run_dir), flush=True)
+    if cli.trainer.is_global_zero:  # under DDP, rank 0 alone wrote the run and reports it
+        sys.stdout.flush()
+        print(summary(run_dir), flush=True)
+        print(os.fspath(run_dir), flush=True)
     return run_dir
 
 
