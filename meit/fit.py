@@ -38,6 +38,7 @@ from meit.backbone import load_backbone, resolve_backbone
 from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
 from meit.datamodule import MEITDataModule
 from meit.image_branch import build_module, needs_text_backbone
+from meit.locks import remove_stale_pid_temps
 from meit.module import MEITModule
 from meit.progress import LineProgress
 from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
@@ -165,6 +166,8 @@ def fit(cli: MEITCLI) -> Path:
     dm.set_tokenizer(module.tokenizer)
     timings["backbone_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
+    if trainer.is_global_zero:  # checkpoint writes a killed run left half-done (never a live writer's)
+        remove_stale_pid_temps(run_dir / "checkpoints")
     trainer.fit(module, datamodule=dm, ckpt_path=cli.config_init.ckpt_path, weights_only=True)
     timings["train_s"] = time.perf_counter() - tick
     if trainer.is_global_zero:
