@@ -41,6 +41,7 @@ from meit.image_branch import build_module, needs_text_backbone
 from meit.locks import remove_stale_pid_temps
 from meit.module import MEITModule
 from meit.progress import LineProgress
+from meit.resume import ExactResume
 from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -110,6 +111,8 @@ class MEITCLI(LightningCLI):
         if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True, save_top_k=0,
                                              every_n_train_steps=CHECKPOINT_EVERY_N_STEPS))
+        if not any(isinstance(c, ExactResume) for c in callbacks):
+            callbacks.append(ExactResume())
         if (trainer.get("enable_progress_bar") is not False and not sys.stdout.isatty()
                 and not any(isinstance(c, ProgressBar) for c in callbacks)):
             callbacks.append(LineProgress())  # rich's live bar prints nothing into a log file
