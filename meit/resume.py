@@ -3,18 +3,24 @@
 Saved at each checkpoint (`on_save_checkpoint`) and restored when `--ckpt_path` resumes (`on_load_checkpoint`,
 the RNG states at `on_train_start`, after everything that set the run up has drawn its numbers): the torch, numpy
 and python RNG states (dropout draws from torch's) and (epoch, batches trained in it), from which
-`meit.datamodule.ResumableSampler` restarts the epoch's shuffle at the next batch.
+`meit.datamodule.ResumableSampler` restarts the epoch's shuffle at the next batch. Steps an interrupted run logged
+after its checkpoint are dropped from its CSV log when the run resumes (they are trained and logged again).
 """
 
 from __future__ import annotations
 
+import csv
 import random
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+
+from meit.atomic import atomic_file
 
 KEY = "meit_resume"
 
@@ -35,6 +41,30 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
 
+def drop_logged_steps(log_root: str | Path, step: int, keep: str | Path) -> int:
+    """Removes the rows logged at `step` or later from every `metrics.csv` under `log_root` but the one in `keep`
+    (the resumed run's own log folder), so that a resume logs no step twice.
+
+    Returns:
+        The number of rows removed.
+    """
+    removed = 0
+    for path in sorted(Path(log_root).rglob("metrics.csv")):
+        if path.parent.resolve() == Path(keep).resolve():
+            continue
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames or [], list(reader)
+        kept = [row for row in rows if not row.get("step") or int(float(row["step"])) < step]
+        if len(kept) < len(rows):
+            with atomic_file(path) as f:
+                writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(kept)
+            removed += len(rows) - len(kept)
+    return removed
+
+
 class ExactResume(Callback):
     """Saves and restores the run's RNG states and sampler position (see the module docstring)."""
 
@@ -52,8 +82,12 @@ class ExactResume(Callback):
         self.batches_in_epoch += 1
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._pending is not None:
-            set_rng_states(self._pending["rng"])
+        if self._pending is None:
+            return
+        set_rng_states(self._pending["rng"])
+        logger = trainer.logger
+        if trainer.is_global_zero and isinstance(logger, CSVLogger):
+            drop_logged_steps(logger.root_dir, trainer.global_step, logger.log_dir)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pending = None

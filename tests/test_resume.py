@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from test_fit import tiny_args
+
+from meit.resume import drop_logged_steps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +32,7 @@ def test_a_killed_and_resumed_run_is_the_uninterrupted_run(tmp_path):
                        f"--trainer.callbacks.dirpath={run_dir / 'checkpoints'}", "--trainer.callbacks.save_last=true",
                        "--trainer.callbacks.save_top_k=0", "--trainer.callbacks.every_n_train_steps=3"]
         return tiny_args(cache, run_dir, "--trainer.max_steps", "8", "--model.lora_dropout", "0.3",
-                         "--trainer.logger", "false", *checkpoints, *extra)
+                         *checkpoints, *extra)
 
     _fit(args(tmp_path / "a"))
     killed = tmp_path / "b"
@@ -37,3 +40,16 @@ def test_a_killed_and_resumed_run_is_the_uninterrupted_run(tmp_path):
     _fit(args(killed, "--ckpt_path", str(killed / "checkpoints" / "last.ckpt")))  # resumed at step 3, mid-epoch
     for name in ("weights.safetensors", "predictions.jsonl"):
         assert (killed / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
+    rows = [row for f in (killed / "lightning_logs").rglob("metrics.csv") for row in csv.DictReader(f.open())]
+    steps = [int(row["step"]) for row in rows if row.get("train/loss")]
+    assert len(steps) == len(set(steps)) and max(steps) == 7  # each step logged once, up to the last one
+
+
+def test_steps_logged_after_the_checkpoint_are_not_logged_twice(tmp_path):
+    killed = tmp_path / "lightning_logs" / "version_0" / "metrics.csv"  # the run killed at step 5 had logged 0-4
+    killed.parent.mkdir(parents=True)
+    killed.write_text("epoch,step,train/loss\n" + "".join(f"0,{s},1.{s}\n" for s in range(5)))
+    resumed = tmp_path / "lightning_logs" / "version_1"  # resumed from the step-3 checkpoint: logs 3, 4, ... again
+    resumed.mkdir()
+    assert drop_logged_steps(tmp_path / "lightning_logs", 3, resumed) == 2
+    assert killed.read_text() == "epoch,step,train/loss\n0,0,1.0\n0,1,1.1\n0,2,1.2\n"
