@@ -11,8 +11,6 @@ import hashlib
 import importlib.util
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -24,7 +22,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
+from meit.atomic import write_json
 from meit.config import EmbeddedLMConfig, ModelConfig, default_cache_dir
+from meit.locks import build_folder
 
 EMBEDDED = "embedded"
 SMOLLM2 = "smollm2-135m"
@@ -163,17 +163,18 @@ def build_embedded(
     """
     digest = embedded_hash(corpus, extra_texts, cfg)
     folder = root / f"embedded-{digest[:16]}"
-    if (folder / META_FILE).is_file():
-        return folder, digest
-    _log(f"building the embedded backbone from {len(corpus)} training reports -> {folder}")
-    start = time.perf_counter()
-    tokenizer = train_tokenizer([*corpus, *extra_texts], cfg.vocab_size, cfg.max_position_embeddings)
-    model = init_llama(cfg, tokenizer)
-    pretrain(model, tokenizer, corpus, cfg)
-    meta = {"hash": digest, "kind": EMBEDDED, "n_reports": len(corpus), "config": asdict(cfg)}
-    meta["seconds"] = round(time.perf_counter() - start, 1)
-    _save_atomically(folder, model, tokenizer, meta)
-    return folder, digest
+
+    def build(tmp: Path) -> None:
+        _log(f"building the embedded backbone from {len(corpus)} training reports -> {folder}")
+        start = time.perf_counter()
+        tokenizer = train_tokenizer([*corpus, *extra_texts], cfg.vocab_size, cfg.max_position_embeddings)
+        model = init_llama(cfg, tokenizer)
+        pretrain(model, tokenizer, corpus, cfg)
+        meta = {"hash": digest, "kind": EMBEDDED, "n_reports": len(corpus), "config": asdict(cfg)}
+        meta["seconds"] = round(time.perf_counter() - start, 1)
+        _save(tmp, model, tokenizer, meta)
+
+    return build_folder(folder, META_FILE, build), digest
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
@@ -270,39 +271,31 @@ def smollm2_folder(root: Path) -> Path:
     gguf = smollm2_gguf()
     digest = hashlib.sha256(f"{gguf.name}:{gguf.stat().st_size}:{BACKBONE_FORMAT_VERSION}".encode()).hexdigest()
     folder = root / f"smollm2-135m-{digest[:16]}"
-    if (folder / META_FILE).is_file():
-        return folder
-    _log(f"converting {gguf.name} to a plain folder (once, ~30 s) -> {folder}")
-    from transformers import LlamaForCausalLM
 
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(loaded.state_dict())
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    _save_atomically(folder, model, tokenizer, {"hash": digest, "kind": SMOLLM2, "gguf": gguf.name})
-    return folder
+    def build(tmp: Path) -> None:
+        _log(f"converting {gguf.name} to a plain folder (once, ~30 s) -> {folder}")
+        from transformers import LlamaForCausalLM
+
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = LlamaForCausalLM(config)
+        model.load_state_dict(loaded.state_dict())
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        _save(tmp, model, tokenizer, {"hash": digest, "kind": SMOLLM2, "gguf": gguf.name})
+
+    return build_folder(folder, META_FILE, build)
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
 
 
-def _save_atomically(folder: Path, model: PreTrainedModel, tokenizer: Any, meta: dict) -> None:
-    """Writes model, tokenizer and `meit_backbone.json` to a temporary folder, then renames it into place."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process finished the same folder first
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (folder / META_FILE).is_file():
-            raise
+def _save(folder: Path, model: PreTrainedModel, tokenizer: Any, meta: dict) -> None:
+    """Writes model, tokenizer and (last, it marks the folder complete) `meit_backbone.json` into `folder`."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_json(folder / META_FILE, meta)
 
 
 def _read_meta(folder: Path) -> dict:

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from meit.atomic import write_text
 from meit.config import DataConfig, default_cache_dir
 from meit.data.cache import SignalCache
 from meit.data.dataset import ECGReportDataset
 from meit.data.sources import Source, open_source
 from meit.data.splits import split_records
 from meit.fusion.splice import splice
+from meit.locks import build_folder
 
 SYNTHETIC_VERSION = 1
 DONE_MARKER = ".meit-complete"
@@ -39,18 +40,12 @@ def synthetic_root(cfg: DataConfig) -> Path:
     from meit.data.synth import write_dataset
 
     name = f"{cfg.synthetic_format}-n{cfg.synthetic_n}-seed{cfg.synthetic_seed}-v{SYNTHETIC_VERSION}"
-    root = cache_dir(cfg) / "synthetic" / name
-    if (root / DONE_MARKER).is_file():
-        return root
-    tmp = root.with_name(f".{name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_dataset(tmp, cfg.synthetic_format, cfg.synthetic_n, cfg.synthetic_seed, workers=os.cpu_count())
-    (tmp / DONE_MARKER).write_text("")
-    try:
-        os.replace(tmp, root)
-    except OSError:  # written concurrently by another process
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    def build(tmp: Path) -> None:
+        write_dataset(tmp, cfg.synthetic_format, cfg.synthetic_n, cfg.synthetic_seed, workers=os.cpu_count())
+        write_text(tmp / DONE_MARKER, "")
+
+    return build_folder(cache_dir(cfg) / "synthetic" / name, DONE_MARKER, build)
 
 
 def open_dataset(cfg: DataConfig) -> Source:
@@ -60,6 +55,51 @@ def open_dataset(cfg: DataConfig) -> Source:
     if not cfg.root:
         raise ValueError(f"--data.dataset {cfg.dataset} needs --data.root (the dataset folder)")
     return open_source(cfg.dataset, cfg.root, cfg.sampling_rate)
+
+
+class ResumableSampler(Sampler[tuple[int, int]]):
+    """The training shuffle as a pure function of (seed, epoch): yields (record index, prompt seed) pairs, so a
+    resumed run can start an epoch at any position and draw the same instructions (`resume_at`).
+
+    Args:
+        n: dataset length.
+        seed: the run's seed.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+        self.resume_at: tuple[int, int] | None = None  # (epoch, samples already trained on in it)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at every epoch start."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=generator).tolist()
+        seeds = torch.randint(0, 2**31 - 1, (self.n,), generator=generator).tolist()
+        start = 0
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            start = self.resume_at[1]
+        self.resume_at = None
+        yield from zip(order[start:], seeds[start:], strict=True)
+
+
+class _WithPromptSeeds(Dataset):
+    """Items of `dataset` addressed by (index, prompt seed) pairs, the seed added to each item."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        index, seed = key
+        return {**self.dataset[index], "prompt_seed": seed}
 
 
 class PromptCollator:
@@ -76,14 +116,17 @@ class PromptCollator:
         self.tokenizer, self.cfg, self.train, self.generate = tokenizer, cfg, train, generate
         self.instructions = [cfg.instruction, *cfg.paraphrases] if train and cfg.sample_instructions else None
 
-    def prompt(self) -> str:
-        """The prompt text: the template around the fixed or a sampled instruction."""
-        instruction = random.choice(self.instructions) if self.instructions else self.cfg.instruction
+    def prompt(self, seed: int | None = None) -> str:
+        """The prompt text: the template around the fixed or a sampled instruction (drawn with `seed` if given,
+        so the choice is a function of the sample, not of a global RNG's state)."""
+        instruction = self.cfg.instruction
+        if self.instructions:
+            instruction = (random if seed is None else random.Random(seed)).choice(self.instructions)
         return self.cfg.prompt_template.format(instruction=instruction)
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         tok = self.tokenizer
-        prompts = [tok(self.prompt(), add_special_tokens=True).input_ids for _ in items]
+        prompts = [tok(self.prompt(item.get("prompt_seed")), add_special_tokens=True).input_ids for item in items]
         reports = None
         if not self.generate:
             report_ids = tok([item["report"] for item in items], add_special_tokens=False).input_ids
@@ -119,6 +162,8 @@ class MEITDataModule(L.LightningDataModule):
         self.tokenizer: Any = None
         self.source: Source | None = None
         self.datasets: dict[str, ECGReportDataset] = {}
+        self.train_sampler: ResumableSampler | None = None
+        self._resume_at: tuple[int, int] | None = None
 
     def prepare_data(self) -> None:
         """Writes the synthetic dataset once (a no-op for real datasets and when cached)."""
@@ -169,7 +214,24 @@ class MEITDataModule(L.LightningDataModule):
                           persistent_workers=self.cfg.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.cfg.batch_size, True, self.collator(train=True))
+        """Shuffled by a `ResumableSampler` (its position and instruction draws survive a resume); the loader's own
+        worker seed comes from a seeded generator, not from the global torch RNG."""
+        self.setup()
+        dataset = self.datasets["train"]
+        seed = int(os.environ.get("PL_GLOBAL_SEED", "0"))  # the run's --seed_everything
+        if self.train_sampler is None:
+            self.train_sampler = ResumableSampler(len(dataset), seed)
+            self.train_sampler.resume_at = self._resume_at
+        return DataLoader(_WithPromptSeeds(dataset), batch_size=self.cfg.batch_size, sampler=self.train_sampler,
+                          collate_fn=self.collator(train=True), num_workers=self.cfg.num_workers,
+                          drop_last=len(dataset) > self.cfg.batch_size, persistent_workers=self.cfg.num_workers > 0,
+                          generator=torch.Generator().manual_seed(seed))
+
+    def resume_training_at(self, epoch: int, samples: int) -> None:
+        """Starts training epoch `epoch` after its first `samples` samples (a mid-epoch resume)."""
+        self._resume_at = (epoch, samples)
+        if self.train_sampler is not None:
+            self.train_sampler.resume_at = self._resume_at
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.cfg.eval_batch_size, False, self.collator())

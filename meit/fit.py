@@ -38,9 +38,11 @@ from meit.backbone import load_backbone, resolve_backbone
 from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
 from meit.datamodule import MEITDataModule
 from meit.image_branch import build_module, needs_text_backbone
+from meit.locks import remove_stale_pid_temps
 from meit.module import MEITModule
 from meit.progress import LineProgress
 from meit.report_html import write_report_safely
+from meit.resume import ExactResume
 from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -110,6 +112,8 @@ class MEITCLI(LightningCLI):
         if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints", save_last=True, save_top_k=0,
                                              every_n_train_steps=CHECKPOINT_EVERY_N_STEPS))
+        if not any(isinstance(c, ExactResume) for c in callbacks):
+            callbacks.append(ExactResume())
         if (trainer.get("enable_progress_bar") is not False and not sys.stdout.isatty()
                 and not any(isinstance(c, ProgressBar) for c in callbacks)):
             callbacks.append(LineProgress())  # rich's live bar prints nothing into a log file
@@ -166,6 +170,8 @@ def fit(cli: MEITCLI) -> Path:
     dm.set_tokenizer(module.tokenizer)
     timings["backbone_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
+    if trainer.is_global_zero:  # checkpoint writes a killed run left half-done (never a live writer's)
+        remove_stale_pid_temps(run_dir / "checkpoints")
     trainer.fit(module, datamodule=dm, ckpt_path=cli.config_init.ckpt_path, weights_only=True)
     timings["train_s"] = time.perf_counter() - tick
     if trainer.is_global_zero:
@@ -184,6 +190,7 @@ def fit(cli: MEITCLI) -> Path:
     if trainer.is_global_zero:
         (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str))
         write_report_safely(run_dir)
+    trainer.strategy.barrier("meit-run-written")  # no rank leaves (and none reads the run) before rank 0 wrote it
     return run_dir
 
 
@@ -211,12 +218,13 @@ def summary(run_dir: Path) -> str:
 
 
 def main(args: list[str] | None = None) -> Path:
-    """`python -m meit.fit [flags]`; prints the run directory last."""
+    """`python -m meit.fit [flags]`; prints the run directory last (rank 0 only under DDP; every rank exits 0)."""
     cli = MEITCLI(args)
     run_dir = fit(cli)
-    sys.stdout.flush()
-    print(summary(run_dir), flush=True)
-    print(os.fspath(run_dir), flush=True)
+    if cli.trainer.is_global_zero:  # under DDP, rank 0 alone wrote the run and reports it
+        sys.stdout.flush()
+        print(summary(run_dir), flush=True)
+        print(os.fspath(run_dir), flush=True)
     return run_dir
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,9 @@ from transformers import (
     MllamaVisionConfig,
     PreTrainedModel,
 )
+
+from meit.atomic import write_json
+from meit.locks import build_folder
 
 try:  # transformers 5: the PIL backend (the default one needs torchvision)
     from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil as MllamaImages
@@ -249,16 +251,12 @@ def tiny_mllama_folder(llama_dir: str | Path, spec: TinyMllamaSpec, root: str | 
         if path.is_file():
             digest.update(path.name.encode() + b"\0" + path.read_bytes())
     folder = Path(root) / f"tiny-mllama-{digest.hexdigest()[:16]}"
-    if (folder / TINY_META).is_file():
-        return folder
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    build_tiny_mllama(llama_dir, tmp, spec)
-    (tmp / TINY_META).write_text(json.dumps({"llama": str(llama_dir), "spec": asdict(spec)}, indent=2))
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process finished the same folder first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+
+    def build(tmp: Path) -> None:
+        build_tiny_mllama(llama_dir, tmp, spec)
+        write_json(tmp / TINY_META, {"llama": str(llama_dir), "spec": asdict(spec)})
+
+    return build_folder(folder, TINY_META, build)
 
 
 # ----------------------------------------------------------------------------------------------------------- LoRA

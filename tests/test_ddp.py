@@ -16,11 +16,14 @@ from test_robustness import TINY_FIT
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _fit(run_dir: Path, cache: Path, *extra: str, config: Path | None = None,
-         timeout: float = 400) -> subprocess.CompletedProcess:
+def _fit(run_dir: Path, cache: Path, *extra: str, config: Path | None = None, timeout: float = 400,
+         rank0_delay_s: float | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "MEIT_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
     preset = ["--config", str(config)] if config else []  # first, so the tiny flags override the preset's sizes
-    command = [sys.executable, "-m", "meit.fit", *preset, *TINY_FIT, "--run_dir", str(run_dir), *extra]
+    entry = ["-m", "meit.fit"]
+    if rank0_delay_s is not None:  # rank 0 writes its run files late: the other rank finishes first, every time
+        entry, env["MEIT_TEST_RANK0_DELAY_S"] = [str(REPO / "tests" / "fit_slow_rank0.py")], str(rank0_delay_s)
+    command = [sys.executable, *entry, *preset, *TINY_FIT, "--run_dir", str(run_dir), *extra]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -34,10 +37,12 @@ def _ids(run_dir: Path, rank: int) -> list[list[str]]:
 @pytest.mark.slow
 def test_ddp_two_cpu_ranks_see_different_records_and_weights_load(tmp_path):
     run_dir = tmp_path / "run"
-    _fit(run_dir, tmp_path / "cache", "--trainer.strategy", "ddp", "--trainer.devices", "2",
+    result = _fit(run_dir, tmp_path / "cache", "--trainer.strategy", "ddp", "--trainer.devices", "2",
          "--trainer.accelerator", "cpu", "--trainer.max_steps", "3",
          "--trainer.callbacks+=meit.scale.SampleIdLogger", f"--trainer.callbacks.out_dir={run_dir}",
-         "--test.skip", "false", "--test.metrics", "[bleu]", "--test.n_bootstrap", "0")
+         "--test.skip", "false", "--test.metrics", "[bleu]", "--test.n_bootstrap", "0", rank0_delay_s=5)
+    assert "Traceback" not in result.stderr, result.stderr[-4000:]  # rank 1 did not crash on rank 0's run.json
+    assert result.stdout.strip().splitlines()[-1] == str(run_dir) and result.stdout.count("trained 3 steps") == 1
     # Each rank generated for its shard of the test split; rank 0 wrote all of them, once each.
     predictions = [json.loads(line)["id"] for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     n_test = json.loads((run_dir / "run.json").read_text())["n_records"]["test"]

@@ -182,10 +182,13 @@ def test_resume_from_a_checkpoint_continues_the_step_count(tiny_run, tmp_path):
     state = torch.load(ckpt, weights_only=True)
     assert state["global_step"] == 2
     assert all("lora_" in k or not k.startswith("net.llm.") for k in state["state_dict"])  # no frozen weights
+    stale = tmp_path / "second" / "checkpoints" / ".last.ckpt.999999.tmp"  # a checkpoint write killed half-way
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a checkpoint")
     second = main(tiny_args(cache, tmp_path / "second", "--trainer.max_steps", "4", "--test.skip", "true",
                             "--ckpt_path", str(ckpt)))
     assert json.loads((second / "run.json").read_text())["train_steps"] == 4
     rows = [row for f in (second / "lightning_logs").rglob("metrics.csv") for row in csv.DictReader(f.open())]
     steps = {int(row["step"]) for row in rows if row.get("train/loss")}
     assert steps == {2, 3}  # the resumed run trained steps 2 and 3 only
-    assert not list((second / "checkpoints").glob(".*.tmp"))  # atomic writes leave no temporary file
+    assert not list((second / "checkpoints").glob(".*.tmp"))  # none left, and the stale one was removed

@@ -138,9 +138,9 @@ def test_bad_tiny_layouts_rejected(llama_dir: Path) -> None:
 def test_tiny_model_is_cached_once(llama_dir: Path, tmp_path: Path) -> None:
     cfg = VisionLLMConfig(lora_r=2, lora_alpha=4, tiny=SPEC)
     first = load_report_model(cfg, llama_dir, tmp_path)
-    folders = sorted(tmp_path.iterdir())
+    folders = sorted(p for p in tmp_path.iterdir() if p.is_dir())  # beside it: its build's .lock file
     second = load_report_model(cfg, llama_dir, tmp_path)
-    assert sorted(tmp_path.iterdir()) == folders and len(folders) == 1
+    assert sorted(p for p in tmp_path.iterdir() if p.is_dir()) == folders and len(folders) == 1
     assert first.count_trainable() == second.count_trainable() > 0
     with pytest.raises(ValueError, match="text_backbone_dir"):
         load_report_model(cfg)

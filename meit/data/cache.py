@@ -11,7 +11,8 @@ Layout of a cache directory `{cache_dir}/{source}-{rate}hz-{T}-{split}-{key}`:
   repairs, the source fingerprint. Its presence means "complete".
 
 The key hashes the metadata CSVs' content (the source fingerprint), rate, length, split and record
-ids, so a changed dataset gets a new cache. Nothing but one chunk is ever held in memory.
+ids, so a changed dataset gets a new cache. Nothing but one chunk is ever held in memory. A build holds
+`meit.locks.exclusive` on its directory: concurrent builders of one cache wait for the first and open its result.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 from meit.atomic import write_json
 from meit.data.records import ECGRecord, RecordError, load_signal
 from meit.data.sources import Source
+from meit.locks import exclusive
 
 CACHE_VERSION = 1
 N_LEADS = 12
@@ -175,7 +177,9 @@ class SignalCache:
         key = cache_key(source, records, n_samples, split)
         directory = Path(cache_dir) / f"{source.name}-{source.sampling_rate}hz-{n_samples}-{split}-{key}"
         if not (directory / INDEX_FILE).is_file():
-            _Builder(source, records, n_samples, directory, key, split).run(workers, chunk_size, progress)
+            with exclusive(directory):  # other processes wait, then open what this one built
+                if not (directory / INDEX_FILE).is_file():
+                    _Builder(source, records, n_samples, directory, key, split).run(workers, chunk_size, progress)
         return cls(directory, records)
 
 
