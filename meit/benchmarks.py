@@ -113,8 +113,7 @@ def text_only_loss(net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tens
     """The same LM (with LoRA), the same text and loss, without any ECG: the fusion-free reference."""
     b = net.backbone
     mask = batch["attention_mask"]
-    hidden = b.decoder(inputs_embeds=b.embed(batch["input_ids"]), attention_mask=mask,
-                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).last_hidden_state
+    hidden, _ = b.run_decoder(b.embed(batch["input_ids"]), mask, (mask.cumsum(-1) - 1).clamp(min=0), None, False)
     target = batch["labels"][:, 1:]
     keep = target != IGNORE
     return F.cross_entropy(b.lm_head(hidden[:, :-1][keep]).float(), target[keep])
@@ -292,17 +291,14 @@ def text_only_generate(net: nn.Module, ids: torch.Tensor, mask: torch.Tensor, ne
 
     b = net.backbone
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = b.decoder(inputs_embeds=b.embed(ids), attention_mask=mask, position_ids=positions,
-                    past_key_values=DynamicCache(), use_cache=True)
-    hidden, cache, last = out.last_hidden_state, out.past_key_values, positions[:, -1]
+    hidden, cache = b.run_decoder(b.embed(ids), mask, positions, DynamicCache(), use_cache=True)
+    last = positions[:, -1]
     steps = []
     for _ in range(new_tokens):
         token = b.lm_head(hidden[:, -1]).argmax(-1)
         steps.append(token)
         mask, last = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1), last + 1
-        out = b.decoder(inputs_embeds=b.embed(token[:, None]), attention_mask=mask, position_ids=last[:, None],
-                        past_key_values=cache, use_cache=True)
-        hidden, cache = out.last_hidden_state, out.past_key_values
+        hidden, cache = b.run_decoder(b.embed(token[:, None]), mask, last[:, None], cache, use_cache=True)
     return torch.stack(steps, 1)
 
 
