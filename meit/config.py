@@ -223,5 +223,5 @@ def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
     parser = ArgumentParser(exit_on_error=False)
     add_config_groups(parser)
     namespace = parser.parse_object({k: v for k, v in values.items() if k in CONFIG_GROUPS})
-    init = parser.instantiate_classes(namespace)
+    init = parser.instantiate(namespace)
     return RunConfig(**{k: init[k] for k in CONFIG_GROUPS})
