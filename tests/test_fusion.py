@@ -13,6 +13,7 @@ from meit.encoders import build_encoder
 from meit.fusion import build_fusion, fusion_names
 from meit.fusion.backbone import cache_keyword_of, lora_target_modules
 from meit.fusion.splice import splice
+from meit.vision_llm import enable_checkpointing
 
 VOCAB, PAD, EOS = 100, 0, 1
 
@@ -238,7 +239,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     for checkpointing in (False, True):
         model = tiny_model(lora=True).train()
         if checkpointing:
-            model.llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(model.llm)  # transformers' name for it changed within 5.x
         calls, mlp = [], model.backbone.layers[0].mlp
         mlp.forward = lambda x, f=mlp.forward: calls.append(1) or f(x)  # counts the recompute too (hooks do not)
         loss, _ = model(ecg, b.input_ids, b.attention_mask, b.labels)
