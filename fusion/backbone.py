@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.cache_utils import Cache
 
 LLAMA_LIKE = ("llama", "mistral")
 GPT2_LIKE = ("gpt2",)
@@ -51,6 +53,12 @@ def lora_target_modules(model: nn.Module) -> list[str]:
     return list(LORA_TARGETS["gpt2" if kind in GPT2_LIKE else "llama"])
 
 
+def cache_keyword_of(decoder: nn.Module) -> str:
+    """The KV-cache keyword of `decoder.forward`: "cache" where the signature names it, else "past_key_values"."""
+    params = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 @dataclass
 class Backbone:
     """Handles on a causal LM's decoder, embedding, head and per-layer attention, family-independent.
@@ -61,6 +69,8 @@ class Backbone:
         decoder: its body (`LlamaModel`, `GPT2Model`, ...), called with `inputs_embeds`.
         lm_head: the output projection.
         layers: the decoder layers.
+        cache_keyword: the decoder's name for the KV cache argument and output ("cache" from transformers 5.2x,
+            "past_key_values" before; read from the forward signature, since 5.40 drops the old name).
     """
 
     kind: str
@@ -68,6 +78,7 @@ class Backbone:
     decoder: nn.Module
     lm_head: nn.Module
     layers: nn.ModuleList
+    cache_keyword: str = "past_key_values"
 
     @classmethod
     def of(cls, llm: nn.Module) -> Backbone:
@@ -77,7 +88,7 @@ class Backbone:
         decoder = causal_lm.base_model
         layers = decoder.h if name in GPT2_LIKE else decoder.layers
         kind = "gpt2" if name in GPT2_LIKE else "llama"
-        return cls(kind, causal_lm, decoder, causal_lm.get_output_embeddings(), layers)
+        return cls(kind, causal_lm, decoder, causal_lm.get_output_embeddings(), layers, cache_keyword_of(decoder))
 
     @property
     def config(self):
@@ -103,6 +114,28 @@ class Backbone:
     def head_dim(self) -> int:
         """Per-head width."""
         return getattr(self.config, "head_dim", None) or self.hidden_size // self.n_heads
+
+    def run_decoder(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: Cache | None,
+        use_cache: bool,
+    ) -> tuple[torch.Tensor, Cache | None]:
+        """Runs the decoder body, passing the cache under the keyword the installed transformers expects.
+
+        Returns:
+            (B, L, hidden) final hidden states and the cache (None unless `use_cache`).
+        """
+        out = self.decoder(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            **{self.cache_keyword: cache},
+        )
+        return out.last_hidden_state, (getattr(out, self.cache_keyword) if use_cache else None)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings (B, L, hidden)."""

@@ -118,14 +118,9 @@ class ECGConditionedLM(nn.Module):
     def decode(self, inputs: DecoderInputs, use_cache: bool = False) -> tuple[torch.Tensor, Cache | None]:
         """Runs the decoder body (no LM head): (B, L, hidden) final hidden states and the cache."""
         with self.conditioned(inputs.context):
-            out = self.backbone.decoder(
-                inputs_embeds=inputs.inputs_embeds,
-                attention_mask=inputs.attention_mask,
-                position_ids=inputs.position_ids,
-                past_key_values=inputs.past_key_values,
-                use_cache=use_cache,
+            return self.backbone.run_decoder(
+                inputs.inputs_embeds, inputs.attention_mask, inputs.position_ids, inputs.past_key_values, use_cache
             )
-        return out.last_hidden_state, (out.past_key_values if use_cache else None)
 
     def forward(
         self,

@@ -86,7 +86,7 @@ class ModelConfig:
     lora_targets: list[str] | None = None
     """Module names LoRA adapts; default per model family (Llama/Mistral: q,k,v,o,gate,up,down projections)."""
     encoder: str = "resnet_small_1d"
-    """ECG encoder preset (see `meit.encoders`; MEIT's reference encoder is `resnet18_1d`)."""
+    """ECG encoder preset (see `meit.encoders`; MEIT's reference encoder is `resnet50_1d`, 2048-d)."""
     encoder_kwargs: dict[str, Any] = field(default_factory=lambda: {"n_tokens": 8})
     """Extra keyword arguments of the encoder. The CPU default keeps 8 time tokens (MEIT pools to 1: `{"n_tokens":
     1}`); measured on the default run, 8 tokens learn the findings about twice as fast."""
@@ -223,5 +223,5 @@ def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
     parser = ArgumentParser(exit_on_error=False)
     add_config_groups(parser)
     namespace = parser.parse_object({k: v for k, v in values.items() if k in CONFIG_GROUPS})
-    init = parser.instantiate_classes(namespace)
+    init = parser.instantiate(namespace)
     return RunConfig(**{k: init[k] for k in CONFIG_GROUPS})

@@ -21,6 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import datetime as dt
 import json
+import logging
 import sys
 import time
 import warnings
@@ -32,6 +33,7 @@ from jsonargparse import set_parsing_settings
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from meit.backbone import load_backbone, resolve_backbone
@@ -60,10 +62,27 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 CHECKPOINT_EVERY_N_STEPS = 50
 
 
+class _DropLightningTips(logging.Filter):
+    """Drops Lightning's "Tip: try installing litlogger/litmodels" lines (services the project does not use)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """Silences the output a run does not act on: Lightning's advertising tips, and torch 2.13's FutureWarning about
+    `LeafSpec` raised inside Lightning's own `_pytree` helper (not a call of this project's)."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropLightningTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropLightningTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+
+
 class MEITCLI(LightningCLI):
     """LightningCLI whose `--model.*`, `--data.*`, `--optim.*`, `--test.*` groups are MEIT's config dataclasses."""
 
     def __init__(self, args: list[str] | None = None) -> None:
+        quiet_lightning()
         super().__init__(
             model_class=None,
             datamodule_class=None,
@@ -89,7 +108,7 @@ class MEITCLI(LightningCLI):
                             help="Resume training from this checkpoint (e.g. RUN_DIR/checkpoints/last.ckpt).")
 
     def instantiate_classes(self) -> None:
-        self.config_init = self.parser.instantiate_classes(self.config)
+        self.config_init = self.parser.instantiate(self.config)
         init = self.config_init
         self.run_config = RunConfig(**{k: init[k] for k in CONFIG_GROUPS})
         self.run_dir = Path(init.run_dir or Path("runs") / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
@@ -121,8 +140,12 @@ class MEITCLI(LightningCLI):
         plugins = list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
+        root = trainer.get("default_root_dir") or str(self.run_dir)
+        logger = trainer.get("logger")
         return {
-            "default_root_dir": trainer.get("default_root_dir") or str(self.run_dir),
+            "default_root_dir": root,
+            # Lightning's default logger, named here so that it does not print why TensorBoard is not used.
+            "logger": CSVLogger(root) if logger is None or logger is True else logger,
             "callbacks": callbacks,
             "plugins": plugins,
             "precision": resolve_precision(trainer.get("precision"), trainer.get("accelerator")),

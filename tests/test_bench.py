@@ -50,6 +50,8 @@ def test_tiny_train_and_generate_suites_have_the_documented_figures():
     wide_ratio = train["wide_fraction_of_fp32_peak"]["median"] / train["wide_achieved_gflops"]["median"]
     assert wide_ratio == pytest.approx(1 / train["fp32_peak_gflops_used"])
     assert train["prefix_kv_over_text_only_4tok"] > 0 and train["prefix_kv_over_input_prefix_4tok"] > 0
+    assert train["prefix_kv_over_text_plus_encoder_4tok"] > 0
+    assert _is_stat(train["fwd_bwd_s_text_only_plus_encoder_4tok"])
     assert train["flops_per_step_counted"] <= train["flops_per_step_analytic"]
     assert train["fp32_peak_gflops_used"] >= 100.0
     ratio = train["fraction_of_fp32_peak"]["median"] / train["achieved_gflops"]["median"]

@@ -95,7 +95,8 @@ def test_paper_presets_follow_meit(capsys):
         assert (config["trainer"]["max_epochs"], config["trainer"]["precision"]) == (5, "bf16-mixed")
         assert (config["model"]["lora_r"], config["model"]["lora_alpha"]) == (64, 128)
         assert config["model"]["encoder_kwargs"] == {"n_tokens": 1}  # one globally pooled ECG token
-        assert config["model"]["fusion_kwargs"] == {"projector": "meit", "normalize": True}
+        assert config["model"]["encoder"] == "resnet50_1d"  # MEIT's code: 1-D ResNet-50, 2048-d
+        assert config["model"]["fusion_kwargs"] == {"projector": "meit", "normalize": True, "projector_mid_dim": 2048}
     zero2 = print_config(capsys, "--config", str(REPO / "configs" / "deepspeed_zero2.yaml"))
     assert zero2["trainer"]["strategy"] == "deepspeed_stage_2" and zero2["model"]["gradient_checkpointing"]
 

@@ -332,7 +332,7 @@ def test_preset_matches_the_paper() -> None:
     preset = yaml.safe_load(PRESET.read_text())
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(VisionLLMConfig, "vision_llm")
-    cfg = parser.instantiate_classes(parser.parse_object({"vision_llm": preset["model"]["vision_llm"]})).vision_llm
+    cfg = parser.instantiate(parser.parse_object({"vision_llm": preset["model"]["vision_llm"]})).vision_llm
     assert cfg.model == LLAMA32_VISION
     assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (64, 128, 0.05)
     assert tuple(cfg.lora_towers) == MLLAMA_TOWERS
