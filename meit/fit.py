@@ -3,7 +3,8 @@
 A LightningCLI (jsonargparse) without subcommands: every config field is a flag (`--model.lora_r 16`,
 `--data.dataset ptbxl --data.root DIR`, `--trainer.max_epochs 3`, ...), `--config configs/X.yaml` loads a preset,
 `--print_config` prints the resolved configuration. The run directory (`--run_dir`, default `runs/<date-time>/`)
-is printed on the last line of the output.
+is printed on the last line of the output. `--seeds 0 1 2` runs one seed per run directory RUN_DIR/seed_N and writes
+RUN_DIR/metrics.json and report.md with each seed's metrics and their mean ± sd.
 
 Steps: data (synthetic data is written once to the cache) -> backbone (the embedded default is pre-trained once on
 the training reports, then cached) -> LoRA + encoder + fusion training -> trainable weights -> greedy generation on
@@ -41,6 +42,7 @@ from meit.image_branch import build_module, needs_text_backbone
 from meit.module import MEITModule
 from meit.progress import LineProgress
 from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
+from meit.seeds import run_seeds, split_seed_args
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
@@ -209,7 +211,18 @@ def summary(run_dir: Path) -> str:
 
 
 def main(args: list[str] | None = None) -> Path:
-    """`python -m meit.fit [flags]`; prints the run directory last."""
+    """`python -m meit.fit [flags]`; prints the run directory last. With `--seeds N [N ...]` one run per seed
+    (PARENT/seed_N, PARENT = `--run_dir`), then PARENT/metrics.json and report.md with mean ± sd; prints PARENT."""
+    seeds, parent, rest = split_seed_args(sys.argv[1:] if args is None else list(args))
+    if seeds is not None:
+        parent = run_seeds(seeds, parent, rest, run_one)
+        print(os.fspath(parent), flush=True)
+        return parent
+    return run_one(rest)
+
+
+def run_one(args: list[str]) -> Path:
+    """One run of a `meit.fit` command line (without `--seeds`); prints its summary and run directory."""
     cli = MEITCLI(args)
     run_dir = fit(cli)
     sys.stdout.flush()
