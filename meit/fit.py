@@ -40,6 +40,7 @@ from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
 from meit.datamodule import MEITDataModule
 from meit.image_branch import build_module, needs_text_backbone
 from meit.module import MEITModule
+from meit.probe import probe_run
 from meit.progress import LineProgress
 from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
 from meit.seeds import run_seeds, split_seed_args
@@ -180,6 +181,10 @@ def fit(cli: MEITCLI) -> Path:
         rows = gather_rows([row for batch in batches for row in batch])
         if trainer.is_global_zero:
             info["metrics"] = write_test_outputs(run_dir, rows, cfg, info)
+    if not cfg.test.skip and cfg.model.branch == "signal" and trainer.is_global_zero:
+        tick = time.perf_counter()
+        info["metrics"].update(probe_run(run_dir, device=str(trainer.strategy.root_device)))
+        timings["probe_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
     info["timings"] = {k: round(v, 1) for k, v in timings.items()}
     if trainer.is_global_zero:
@@ -204,7 +209,7 @@ def summary(run_dir: Path) -> str:
     lines = [f"trained {info['train_steps']} steps in {info['timings']['train_s']} s "
              f"({info['trainable_parameters']:,} trainable parameters), total {info['timings']['total_s']} s"]
     metrics = info.get("metrics") or {}
-    keys = ("bleu_4", "meteor", "rouge_l", "cider_d", "bertscore_f1", "label_macro_f1")
+    keys = ("bleu_4", "meteor", "rouge_l", "cider_d", "bertscore_f1", "label_macro_f1", "probe_label_macro_f1")
     if metrics:
         lines.append("test: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), float)))
     return "\n".join(lines)
