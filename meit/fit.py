@@ -3,7 +3,8 @@
 A LightningCLI (jsonargparse) without subcommands: every config field is a flag (`--model.lora_r 16`,
 `--data.dataset ptbxl --data.root DIR`, `--trainer.max_epochs 3`, ...), `--config configs/X.yaml` loads a preset,
 `--print_config` prints the resolved configuration. The run directory (`--run_dir`, default `runs/<date-time>/`)
-is printed on the last line of the output.
+is printed on the last line of the output. `--seeds 0 1 2` runs one seed per run directory RUN_DIR/seed_N and writes
+RUN_DIR/metrics.json and report.md with each seed's metrics and their mean ± sd.
 
 Steps: data (synthetic data is written once to the cache) -> backbone (the embedded default is pre-trained once on
 the training reports, then cached) -> LoRA + encoder + fusion training -> trainable weights -> greedy generation on
@@ -42,10 +43,12 @@ from meit.datamodule import MEITDataModule
 from meit.image_branch import build_module, needs_text_backbone
 from meit.locks import remove_stale_pid_temps
 from meit.module import MEITModule
+from meit.probe import probe_run
 from meit.progress import LineProgress
 from meit.report_html import write_report_safely
 from meit.resume import ExactResume
 from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
+from meit.seeds import run_seeds, split_seed_args
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
@@ -208,6 +211,10 @@ def fit(cli: MEITCLI) -> Path:
         rows = gather_rows([row for batch in batches for row in batch])
         if trainer.is_global_zero:
             info["metrics"] = write_test_outputs(run_dir, rows, cfg, info)
+    if not cfg.test.skip and cfg.model.branch == "signal" and trainer.is_global_zero:
+        tick = time.perf_counter()
+        info["metrics"].update(probe_run(run_dir, device=str(trainer.strategy.root_device)))
+        timings["probe_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
     info["timings"] = {k: round(v, 1) for k, v in timings.items()}
     if trainer.is_global_zero:
@@ -234,14 +241,26 @@ def summary(run_dir: Path) -> str:
     lines = [f"trained {info['train_steps']} steps in {info['timings']['train_s']} s "
              f"({info['trainable_parameters']:,} trainable parameters), total {info['timings']['total_s']} s"]
     metrics = info.get("metrics") or {}
-    keys = ("bleu_4", "meteor", "rouge_l", "cider_d", "bertscore_f1", "label_macro_f1")
+    keys = ("bleu_4", "meteor", "rouge_l", "cider_d", "bertscore_f1", "label_macro_f1", "probe_label_macro_f1")
     if metrics:
         lines.append("test: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), float)))
     return "\n".join(lines)
 
 
 def main(args: list[str] | None = None) -> Path:
-    """`python -m meit.fit [flags]`; prints the run directory last (rank 0 only under DDP; every rank exits 0)."""
+    """`python -m meit.fit [flags]`; prints the run directory last. With `--seeds N [N ...]` one run per seed
+    (PARENT/seed_N, PARENT = `--run_dir`), then PARENT/metrics.json and report.md with mean ± sd; prints PARENT."""
+    seeds, parent, rest = split_seed_args(sys.argv[1:] if args is None else list(args))
+    if seeds is not None:
+        parent = run_seeds(seeds, parent, rest, run_one)
+        print(os.fspath(parent), flush=True)
+        return parent
+    return run_one(rest)
+
+
+def run_one(args: list[str]) -> Path:
+    """One run of a `meit.fit` command line (without `--seeds`); prints its summary and run directory (rank 0 only
+    under DDP; every rank exits 0)."""
     cli = MEITCLI(args)
     run_dir = fit(cli)
     if cli.trainer.is_global_zero:  # under DDP, rank 0 alone wrote the run and reports it
