@@ -78,10 +78,11 @@ def test_fit_writes_a_self_contained_page_marking_absent_results(run_dir):
     page = Image.open(io.BytesIO(base64.b64decode(ecgs[0])))
     assert page.size == (440, 340) and np.asarray(page.convert("L")).std() > 10  # the paper-style page at 40 dpi
     assert "data:image/png;base64," in section(html, "findings")
-    for name in ("clinical efficacy", "labeller ceiling", "probe", "grounding"):
-        assert f"{name}: {NOT_COMPUTED}" in html
-    assert f"Robustness: {NOT_COMPUTED}" in html and f"Zero-shot: {NOT_COMPUTED}" in html
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    for name, key in (("clinical efficacy", "ce_micro_f1"), ("labeller ceiling", "label_ceiling_macro_f1"),
+                      ("probe", "probe_label_macro_f1"), ("grounding", "grounding_contradiction_rate")):
+        assert (f"{name}: {NOT_COMPUTED}" in html) == (key not in metrics), name  # shown exactly when computed
+    assert f"Robustness: {NOT_COMPUTED}" in html and f"Zero-shot: {NOT_COMPUTED}" in html
     lo, hi = metrics["ci95"]["label_hamming"]
     assert f"{metrics['label_hamming']:.3f} [{lo:.3f}, {hi:.3f}]" in section(html, "metrics")
     assert len(re.findall(r'<div class="example">', html)) >= 3 and '<span class="why">best</span>' in html
