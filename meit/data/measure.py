@@ -39,17 +39,11 @@ def _median_beat(signal: np.ndarray, peaks: np.ndarray, fs: float) -> tuple[np.n
 
 def _qrs_bounds(beat: np.ndarray, r: int, fs: float) -> tuple[int, int]:
     velocity = np.abs(np.diff(beat, axis=1)).sum(axis=0)
-    search = int(0.12 * fs)
-    lo, hi = max(r - search, 1), min(r + search, len(velocity) - 1)
+    lo, hi = max(r - int(0.10 * fs), 1), min(r + int(0.14 * fs), len(velocity) - 1)
     floor = np.percentile(velocity, 20)
-    level = floor + 0.08 * (velocity[lo:hi].max() - floor)
-    onset = r
-    while onset > lo and velocity[onset - 1] > level:
-        onset -= 1
-    offset = r
-    while offset < hi and velocity[offset] > level:
-        offset += 1
-    return onset, offset
+    # first / last fast sample near the R peak: the apex and notches inside the QRS are slow too
+    fast = np.flatnonzero(velocity[lo:hi] > floor + 0.10 * (velocity[lo:hi].max() - floor))
+    return lo + int(fast[0]), lo + int(fast[-1]) + 1
 
 
 def _pr_samples(beat: np.ndarray, onset: int, fs: float) -> int | None:
