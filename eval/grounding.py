@@ -81,12 +81,27 @@ def check_report(report: str, measurements: dict) -> list[dict]:
     return out
 
 
-def grounding_summary(rows: list[dict]) -> dict:
-    """Checked / contradicted claim counts over rows that carry ``grounding`` (or ``measurements``).
+def row_checks(row: dict) -> list[dict] | None:
+    """A predictions.jsonl row's checks: its ``grounding``, else computed from ``prediction`` and ``measurements``.
 
     Args:
-        rows: predictions.jsonl rows; ``grounding`` is used when present, else it is computed from
-            ``prediction`` and ``measurements``. Rows with neither are skipped.
+        row: A predictions.jsonl row.
+
+    Returns:
+        The `check_report` list, or None when the row has neither ``grounding`` nor ``measurements``.
+    """
+    if row.get("grounding") is not None:
+        return row["grounding"]
+    if row.get("measurements") is None:
+        return None
+    return check_report(row.get("prediction", ""), row["measurements"])
+
+
+def grounding_summary(rows: list[dict]) -> dict:
+    """Checked / contradicted claim counts over rows that carry ``grounding`` or ``measurements``.
+
+    Args:
+        rows: predictions.jsonl rows (see `row_checks`); rows with neither key are skipped.
 
     Returns:
         ``grounding_checked``, ``grounding_contradicted``, ``grounding_contradiction_rate`` (0 when nothing
@@ -94,12 +109,7 @@ def grounding_summary(rows: list[dict]) -> dict:
     """
     per: dict[str, list[int]] = {}
     for row in rows:
-        checks = row.get("grounding")
-        if checks is None:
-            if row.get("measurements") is None:
-                continue
-            checks = check_report(row.get("prediction", ""), row["measurements"])
-        for check in checks:
+        for check in row_checks(row) or []:
             counts = per.setdefault(check["claim"], [0, 0])
             counts[0] += 1
             counts[1] += check["status"] == "contradicted"

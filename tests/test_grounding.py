@@ -9,6 +9,7 @@ from conftest import PTBXL_FIXTURE
 from meit.data.measure import measure_ecg, measurements_from_machine
 from meit.data.records import load_signal
 from meit.data.synth import synthesize
+from meit.eval import evaluate_records
 from meit.eval.grounding import check_report, grounding_summary
 
 
@@ -72,3 +73,18 @@ def test_machine_measurements_convert_and_drop_missing() -> None:
 def test_measure_rejects_wrong_shape() -> None:
     with pytest.raises(ValueError, match="12, T"):
         measure_ecg(np.zeros((3, 1000), dtype=np.float32), 100)
+
+
+def test_evaluate_records_reports_grounding_with_a_ci(synth_rows) -> None:
+    paired, shuffled = synth_rows
+    records = [{"id": str(i), "reference": r["prediction"], **r} for i, r in enumerate(shuffled)]
+    out = evaluate_records(records, metrics=["labels"], n_bootstrap=200)
+    expected = grounding_summary(shuffled)
+    assert out["grounding_contradiction_rate"] == pytest.approx(expected["grounding_contradiction_rate"])
+    assert (out["grounding_checked"], out["grounding_contradicted"]) == (
+        expected["grounding_checked"], expected["grounding_contradicted"])
+    low, high = out["ci95"]["grounding_contradiction_rate"]
+    assert low < out["grounding_contradiction_rate"] < high
+    plain = evaluate_records([{k: v for k, v in r.items() if k != "measurements"} for r in records],
+                             metrics=["labels"], n_bootstrap=0)
+    assert "grounding_checked" not in plain
