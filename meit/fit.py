@@ -41,7 +41,7 @@ from meit.image_branch import build_module, needs_text_backbone
 from meit.module import MEITModule
 from meit.progress import LineProgress
 from meit.report_html import write_report_safely
-from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
+from meit.rundir import AtomicCheckpointIO, attach_grounding, save_run, write_test_outputs
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
@@ -177,6 +177,7 @@ def fit(cli: MEITCLI) -> Path:
         batches = trainer.predict(module, dataloaders=dm.predict_dataloader("test", cfg.test.limit))
         timings["test_s"] = time.perf_counter() - tick
         rows = gather_rows([row for batch in batches for row in batch])
+        rows = attach_grounding(rows, dm.datasets["test"], cfg.data.sampling_rate)
         if trainer.is_global_zero:
             info["metrics"] = write_test_outputs(run_dir, rows, cfg, info)
     timings["total_s"] = time.perf_counter() - start

@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 from conftest import PTBXL_FIXTURE
 
+from meit.data.cache import SignalCache
+from meit.data.dataset import ECGReportDataset
 from meit.data.measure import measure_ecg, measurements_from_machine
 from meit.data.records import load_signal
+from meit.data.sources import open_source
 from meit.data.synth import synthesize
 from meit.eval import evaluate_records
 from meit.eval.grounding import check_report, grounding_summary
+from meit.rundir import attach_grounding
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +92,17 @@ def test_evaluate_records_reports_grounding_with_a_ci(synth_rows) -> None:
     plain = evaluate_records([{k: v for k, v in r.items() if k != "measurements"} for r in records],
                              metrics=["labels"], n_bootstrap=0)
     assert "grounding_checked" not in plain
+
+
+def test_test_rows_get_measurements_of_their_own_input_ecg(ptbxl_fixture, tmp_path) -> None:
+    source = open_source("ptbxl", ptbxl_fixture, 100)
+    cache = SignalCache.build(source, source.records, 1000, tmp_path / "cache", workers=1, progress=False)
+    dataset = ECGReportDataset(cache, source.records)
+    record_id = dataset.records[0].record_id
+    rows = [{"id": record_id, "prediction": "sinus tachycardia", "reference": "x"},
+            {"id": "not-in-the-split", "prediction": "sinus tachycardia", "reference": "x"}]
+    out = attach_grounding(rows, dataset, 100)
+    assert out[0]["measurements"]["source"] == "neurokit2"
+    assert 55 < out[0]["measurements"]["heart_rate_bpm"] < 75
+    assert out[0]["grounding"][0]["claim"] == "STACH" and out[0]["grounding"][0]["status"] == "contradicted"
+    assert out[1] == rows[1]
