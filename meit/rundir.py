@@ -102,7 +102,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, RunCon
     return module.to(device).eval(), module.tokenizer, cfg
 
 
-def attach_grounding(rows: list[dict[str, Any]], dataset: ECGReportDataset, fs: float) -> list[dict[str, Any]]:
+def attach_grounding(rows: list[dict[str, Any]], dataset: ECGReportDataset | Any, fs: float) -> list[dict[str, Any]]:
     """Rows with ``measurements`` of their input ECG (`measure_ecg`) and ``grounding`` of their prediction.
 
     Rows whose id is not in `dataset` are returned unchanged.
