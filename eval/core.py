@@ -11,6 +11,7 @@ import numpy as np
 
 from .bertscore import bertscore_stats
 from .bootstrap import bootstrap_values, paired_p_value, percentile_ci
+from .grounding import grounding_summary, row_checks
 from .label_metrics import ClinicalProtocols, build_label_stats
 from .labels import extract_labels
 from .text import TEXT_GROUPS, MeteorProcess, MetricStats, text_stats
@@ -136,6 +137,11 @@ class _Scored:
             self.labels = build_label_stats(_truth(records), pred, probs)
             self.protocols = _protocols(records, refs, pred)
             self.info["label_auc_source"] = "probabilities" if self.labels["statement"].use_probs else "binary"
+        checks = [row_checks(r) for r in records]
+        if any(c is not None for c in checks):
+            self.stats["grounding"] = _grounding_stats(checks)
+            summary = grounding_summary(records)
+            self.info.update({k: v for k, v in summary.items() if k != "grounding_contradiction_rate"})
 
     def point(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -159,6 +165,16 @@ def _mean(x: np.ndarray, names: list[str]) -> MetricStats:
         return {name: s[:, i] / s[:, -1] for i, name in enumerate(names)}
 
     return MetricStats(np.column_stack([x, np.ones(len(x))]), aggregate)
+
+
+def _grounding_stats(checks: list[list[dict] | None]) -> MetricStats:
+    """Per-record (contradicted, checked) claim counts; the rate is a ratio of sums, so it bootstraps."""
+    x = np.array([[sum(c["status"] == "contradicted" for c in cs or []), len(cs or [])] for cs in checks], float)
+
+    def aggregate(s: np.ndarray) -> dict[str, np.ndarray]:
+        return {"grounding_contradiction_rate": s[:, 0] / np.maximum(s[:, 1], 1.0)}
+
+    return MetricStats(x, aggregate)
 
 
 def _label_details(scored: _Scored) -> dict:

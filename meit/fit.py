@@ -47,7 +47,7 @@ from meit.probe import probe_run
 from meit.progress import LineProgress
 from meit.report_html import write_report_safely
 from meit.resume import ExactResume
-from meit.rundir import AtomicCheckpointIO, save_run, write_test_outputs
+from meit.rundir import AtomicCheckpointIO, attach_grounding, save_run, write_test_outputs
 from meit.seeds import run_seeds, split_seed_args
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -210,6 +210,7 @@ def fit(cli: MEITCLI) -> Path:
         timings["test_s"] = time.perf_counter() - tick
         rows = gather_rows([row for batch in batches for row in batch])
         if trainer.is_global_zero:
+            rows = attach_grounding(rows, dm.datasets["test"], cfg.data.sampling_rate)
             info["metrics"] = write_test_outputs(run_dir, rows, cfg, info)
     if not cfg.test.skip and cfg.model.branch == "signal" and trainer.is_global_zero:
         tick = time.perf_counter()

@@ -101,6 +101,10 @@ class RenderedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
+    def raw_signal(self, i: int) -> Any:
+        """The base dataset's (12, T) signal in mV of record `i` (what the image was rendered from)."""
+        return self.base.raw_signal(i)
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         i, *epoch = key if isinstance(key, tuple) else (key,)
         item = self.base[i]

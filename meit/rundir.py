@@ -25,6 +25,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from safetensors.torch import load_file, save_file
 
 from meit.config import RunConfig, run_config_from_dict
+from meit.data.dataset import ECGReportDataset
+from meit.data.measure import measure_ecg
+from meit.eval.grounding import check_report
 
 WEIGHTS = "weights.safetensors"
 BACKBONE = "backbone.json"
@@ -98,6 +101,23 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, RunCon
     build_module(module, backbone, device_type)
     module.load_trainable_state_dict(load_file(str(run_dir / WEIGHTS)))
     return module.to(device).eval(), module.tokenizer, cfg
+
+
+def attach_grounding(rows: list[dict[str, Any]], dataset: ECGReportDataset | Any, fs: float) -> list[dict[str, Any]]:
+    """Rows with ``measurements`` of their input ECG (`measure_ecg`) and ``grounding`` of their prediction.
+
+    Rows whose id is not in `dataset` are returned unchanged.
+    """
+    index = {record.record_id: i for i, record in enumerate(dataset.records)}
+    out = []
+    for row in rows:
+        i = index.get(row["id"])
+        if i is None:
+            out.append(row)
+            continue
+        measured = measure_ecg(dataset.raw_signal(i), fs)
+        out.append({**row, "measurements": measured, "grounding": check_report(row["prediction"], measured)})
+    return out
 
 
 def write_test_outputs(run_dir: Path, rows: list[dict[str, Any]], cfg: RunConfig, info: dict[str, Any]) -> dict:

@@ -131,9 +131,11 @@ def test_fit_writes_a_complete_run_directory(tiny_run):
                  "report.md", "run.json"):
         assert (run_dir / name).is_file(), name
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
-    assert rows and all({"id", "prediction", "reference", "labels_true"} <= set(r) for r in rows)
+    assert rows and all({"id", "prediction", "reference", "labels_true", "measurements", "grounding"} <= set(r)
+                        for r in rows)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["n"] == len(rows) and 0 <= metrics["bleu_4"] <= 1 and 0 <= metrics["label_macro_f1"] <= 1
+    assert metrics["grounding_checked"] == sum(len(r["grounding"]) for r in rows)
     info = json.loads((run_dir / "run.json").read_text())
     assert info["train_steps"] == 3 and info["backbone"]["llm"] == "embedded"
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -58,6 +58,10 @@ class ECGReportDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def raw_signal(self, i: int) -> np.ndarray:
+        """Record `i`'s cached (12, T) signal in mV, before any transform."""
+        return self.cache[self._positions[i]]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         record = self.records[i]
         signal = self.cache[self._positions[i]]

@@ -25,6 +25,7 @@ from scipy import signal as sps
 from tqdm import tqdm
 
 from meit.data import wfdb_io
+from meit.data.measure import MIMIC_MISSING as MIMIC_MISSING
 from meit.data.reports import mimic_statements, ptbxl_report
 from meit.data.synth_beats import LEADS_3D as LEADS_3D
 from meit.data.synth_beats import LEADS_ELECTRODES as LEADS_ELECTRODES
@@ -38,7 +39,6 @@ PTBXL_LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V
 MIMIC_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
 RHYTHMS = ("SR", "SBRAD", "STACH", "AFIB", "AFLT")
 CHUNK = 32  # records per work unit; fixed so the dataset does not depend on the worker count
-MIMIC_MISSING = 29999  # MIMIC-IV-ECG's value for an unmeasurable interval or axis
 
 
 @dataclass
