@@ -174,7 +174,8 @@ def test_a_saved_run_reloads_to_the_same_predictions(tiny_run):
     again = []
     for batch in dm.predict_dataloader("test"):
         again += module.predict_step(batch, 0)
-    assert again == saved
+    assert len(again) == len(saved)
+    assert again == [{k: row[k] for k in fresh} for fresh, row in zip(again, saved)]  # saved rows add measurements
 
 
 @pytest.mark.slow
