@@ -132,7 +132,8 @@ class ClinicalProtocols:
     * CE: labels of the prediction against labels of the reference *text* (both from the labeller), as
       radiology report generation scores CheXbert labels. ``ce_precision`` / ``ce_recall`` / ``ce_micro_f1``
       are micro-averaged over all label decisions; ``ce_macro_f1`` averages per-label F1 over labels with
-      support in the reference labels or the prediction (the ``label_macro_f1`` convention).
+      support in the reference labels or the prediction (the ``label_macro_f1`` convention). A ratio with a zero
+      denominator (e.g. precision when no label is predicted) is 0, as in the per-label table, never NaN.
     * Ceiling: ``label_ceiling_macro_f1`` is ``label_macro_f1`` with the reference text as the prediction,
       the score a generator that writes the reference would get. Only when every record has ``labels_true``.
     """
@@ -151,10 +152,10 @@ class ClinicalProtocols:
         tp, fp, fn = s[:, :k].sum(axis=1), s[:, k : 2 * k].sum(axis=1), s[:, 2 * k : 3 * k].sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             out = {
-                "ce_micro_f1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan),
+                "ce_micro_f1": np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0),
                 "ce_macro_f1": self.ce.aggregate(w)["label_macro_f1"],
-                "ce_precision": np.where(tp + fp > 0, tp / (tp + fp), np.nan),
-                "ce_recall": np.where(tp + fn > 0, tp / (tp + fn), np.nan),
+                "ce_precision": np.where(tp + fp > 0, tp / (tp + fp), 0.0),  # nothing predicted: 0, as per label
+                "ce_recall": np.where(tp + fn > 0, tp / (tp + fn), 0.0),
             }
         if self.ceiling is not None:
             out["label_ceiling_macro_f1"] = self.ceiling.aggregate(w)["label_macro_f1"]
