@@ -20,6 +20,9 @@ from meit.module import warmup_schedule
 
 REPO = Path(__file__).resolve().parents[1]
 
+ROW_KEYS = {"id", "prediction", "reference", "labels_true", "measurements", "grounding"}
+"""A test row: the report fields plus the input ECG's measurements and the prediction's grounding checks."""
+
 
 def tiny_image_args(cache: Path, run_dir: Path, *extra: str) -> list[str]:
     """`test_fit.tiny_args` as an image-branch run: `cnn_small` on 64 x 80 pages, 2 steps."""
@@ -127,7 +130,7 @@ def test_image_run_writes_the_signal_branch_run_directory(image_run):
                  "report.md", "run.json"):
         assert (run_dir / name).is_file(), name
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
-    assert rows and all(set(r) == {"id", "prediction", "reference", "labels_true"} for r in rows)
+    assert rows and all(set(r) == ROW_KEYS for r in rows)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["n"] == len(rows) and "ci95" in metrics and 0 <= metrics["bleu_4"] <= 1
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -196,7 +199,7 @@ def test_mllama_branch_trains_saves_and_reloads(mllama_run):
     run_dir = mllama_run
     assert (run_dir / "adapter" / "adapter_config.json").is_file()
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 and all(set(r) == {"id", "prediction", "reference", "labels_true"} for r in rows)
+    assert len(rows) == 4 and all(set(r) == ROW_KEYS for r in rows)
     assert json.loads((run_dir / "metrics.json").read_text())["n"] == 4
     info = json.loads((run_dir / "run.json").read_text())
     assert info["train_steps"] == 2 and 0 < info["trainable_parameters"]
