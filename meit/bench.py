@@ -1,4 +1,4 @@
-"""`python -m meit.bench [data|render|train|generate|eval|all]`: speed and memory figures.
+"""`python -m meit.bench [data|render|train|generate|eval|grounding|smollm2|all]`: speed and memory figures.
 
 Each figure is a median over repeats with min and max. The machine's fp32 matmul peak is measured in
 the same run, so achieved FLOP/s fractions compare like with like on a noisy machine. Results are
@@ -36,6 +36,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "train": ("meit.benchmarks", "train_suite"),
     "generate": ("meit.benchmarks", "generate_suite"),
     "eval": ("meit.benchmarks", "eval_suite"),
+    "grounding": ("meit.benchmarks", "grounding_suite"),
     "smollm2": ("meit.benchmarks", "smollm2_suite"),
 }
 

@@ -377,6 +377,27 @@ def eval_suite(repeats: int, peak_gflops: float, tiny: bool = False) -> dict[str
 
 
 
+def grounding_suite(repeats: int, peak_gflops: float, tiny: bool = False) -> dict[str, Any]:
+    """Milliseconds per 10 s record to measure it (`measure_ecg`) and check a report against it (`check_report`),
+    at 100 and 500 Hz, on synthetic records with their reference reports (target < 20 ms at either rate)."""
+    from meit.data.measure import measure_ecg
+    from meit.data.synth import synthesize
+    from meit.eval.grounding import check_report
+
+    n = 4 if tiny else 40
+    out: dict[str, Any] = {"n_records": n}
+    for fs in (100, 500):
+        batch = synthesize(n, seed=0, fs=fs)
+
+        def measure_all(batch=batch, fs=fs) -> None:
+            for signal, report in zip(batch.signals, batch.reports):
+                check_report(report, measure_ecg(signal, fs))
+
+        seconds = repeat_timed(measure_all, repeats)
+        out[f"ms_per_record_{fs}hz"] = {k: v * 1000 / n if k != "n" else v for k, v in seconds.items()}
+    return out
+
+
 # --------------------------------------------------------------------------------------------------- SmolLM2
 
 

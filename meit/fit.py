@@ -39,6 +39,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from meit.backbone import load_backbone, resolve_backbone
 from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
+from meit.data.mimic import machine_measurements_for
 from meit.datamodule import MEITDataModule
 from meit.image_branch import build_module, needs_text_backbone
 from meit.locks import remove_stale_pid_temps
@@ -210,7 +211,8 @@ def fit(cli: MEITCLI) -> Path:
         timings["test_s"] = time.perf_counter() - tick
         rows = gather_rows([row for batch in batches for row in batch])
         if trainer.is_global_zero:
-            rows = attach_grounding(rows, dm.datasets["test"], cfg.data.sampling_rate)
+            machine = machine_measurements_for(dm.source, [row["id"] for row in rows])
+            rows = attach_grounding(rows, dm.datasets["test"], cfg.data.sampling_rate, machine)
             info["metrics"] = write_test_outputs(run_dir, rows, cfg, info)
     if not cfg.test.skip and cfg.model.branch == "signal" and trainer.is_global_zero:
         tick = time.perf_counter()

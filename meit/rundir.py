@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from meit.config import RunConfig, run_config_from_dict
 from meit.data.dataset import ECGReportDataset
-from meit.data.measure import measure_ecg
+from meit.data.measure import measure_ecg, with_machine_measurements
 from meit.eval.grounding import check_report
 
 WEIGHTS = "weights.safetensors"
@@ -103,11 +103,21 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, RunCon
     return module.to(device).eval(), module.tokenizer, cfg
 
 
-def attach_grounding(rows: list[dict[str, Any]], dataset: ECGReportDataset | Any, fs: float) -> list[dict[str, Any]]:
+def attach_grounding(rows: list[dict[str, Any]], dataset: ECGReportDataset | Any, fs: float,
+                     machine: dict[str, dict[str, str]] | None = None) -> list[dict[str, Any]]:
     """Rows with ``measurements`` of their input ECG (`measure_ecg`) and ``grounding`` of their prediction.
 
-    Rows whose id is not in `dataset` are returned unchanged.
+    Args:
+        rows: prediction rows (``id``, ``prediction``, ...).
+        dataset: the split the rows were predicted on (its cached signals are measured).
+        fs: the signals' sampling rate.
+        machine: record id -> the dataset's own machine measurements (MIMIC-IV-ECG's machine_measurements.csv,
+            `meit.data.mimic.machine_measurements_for`), used for rate, PR, QRS and axis where present.
+
+    Returns:
+        The rows with ``measurements`` and ``grounding``; rows whose id is not in `dataset` unchanged.
     """
+    machine = machine or {}
     index = {record.record_id: i for i, record in enumerate(dataset.records)}
     out = []
     for row in rows:
@@ -115,7 +125,7 @@ def attach_grounding(rows: list[dict[str, Any]], dataset: ECGReportDataset | Any
         if i is None:
             out.append(row)
             continue
-        measured = measure_ecg(dataset.raw_signal(i), fs)
+        measured = with_machine_measurements(measure_ecg(dataset.raw_signal(i), fs), machine.get(row["id"]))
         out.append({**row, "measurements": measured, "grounding": check_report(row["prediction"], measured)})
     return out
 

@@ -19,7 +19,7 @@ def _is_stat(value) -> bool:
 def test_every_suite_points_at_a_function():
     import importlib
 
-    assert set(bench.SUITES) == {"data", "render", "train", "generate", "eval", "smollm2"}
+    assert set(bench.SUITES) == {"data", "render", "train", "generate", "eval", "grounding", "smollm2"}
     for module, name in bench.SUITES.values():
         assert callable(getattr(importlib.import_module(module), name))
 
@@ -59,6 +59,16 @@ def test_tiny_train_and_generate_suites_have_the_documented_figures():
     generate = generate_suite(repeats=1, peak_gflops=100.0, tiny=True)
     assert _is_stat(generate["reports_per_s_prefix_kv"]) and _is_stat(generate["reports_per_s_text_only"])
     assert generate["new_tokens"] == TINY.gen_tokens
+
+
+def test_tiny_grounding_suite_times_measuring_and_checking_at_both_rates():
+    from meit.benchmarks import grounding_suite
+
+    figures = grounding_suite(repeats=1, peak_gflops=100.0, tiny=True)
+    assert figures["n_records"] == 4
+    for fs in (100, 500):
+        stat = figures[f"ms_per_record_{fs}hz"]
+        assert _is_stat(stat) and 0 < stat["median"] < 10_000  # milliseconds, not seconds
 
 
 def test_wide_shape_is_the_speed_targets_hidden_512_config():

@@ -109,3 +109,38 @@ def test_test_rows_get_measurements_of_their_own_input_ecg(ptbxl_fixture, tmp_pa
     assert 55 < out[0]["measurements"]["heart_rate_bpm"] < 75
     assert out[0]["grounding"][0]["claim"] == "STACH" and out[0]["grounding"][0]["status"] == "contradicted"
     assert out[1] == rows[1]
+
+
+def test_mimic_rows_take_rate_pr_qrs_and_axis_from_the_machine_measurements(tmp_path) -> None:
+    """MIMIC-IV-ECG's machine_measurements.csv is the measurement source where it has a value; the signal
+    (neurokit2) keeps RR irregularity and voltages, and the references stay uncontradicted."""
+    import pandas as pd
+
+    from meit.data.mimic import MEASUREMENTS_CSV, machine_measurements_for
+    from meit.data.synth import write_dataset
+
+    root = write_dataset(tmp_path / "mimic", "mimic", n=12, seed=3, workers=1)
+    csv_path = root / MEASUREMENTS_CSV
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    edited = frame.loc[0, "study_id"]
+    frame.loc[0, "rr_interval"] = "400"  # 150 bpm: the machine's value must win over the signal's
+    frame.loc[1, "qrs_axis"] = "29999"  # not measured by the machine: the signal's axis is used
+    frame.to_csv(csv_path, index=False)
+    source = open_source("mimic", root, 100)
+    cache = SignalCache.build(source, source.records, 1000, tmp_path / "cache", workers=1, progress=False)
+    dataset = ECGReportDataset(cache, source.records)
+    rows = [{"id": r.record_id, "prediction": r.report, "reference": r.report} for r in dataset.records]
+    machine = machine_measurements_for(source, [row["id"] for row in rows])
+    assert set(machine) == {row["id"] for row in rows}
+    out = {row["id"]: row for row in attach_grounding(rows, dataset, 100, machine)}
+    first = out[edited]["measurements"]
+    assert first["heart_rate_bpm"] == pytest.approx(150.0)
+    assert first["source"].startswith("machine_measurements (heart_rate_bpm") and "neurokit2" in first["source"]
+    assert first["rr_irregularity"] is not None and first["max_qrs_amplitude_mv"] is not None  # from the signal
+    position = [r.record_id for r in dataset.records].index(frame.loc[1, "study_id"])
+    second = out[frame.loc[1, "study_id"]]["measurements"]
+    signal_axis = measure_ecg(dataset.raw_signal(position), 100)["qrs_axis_deg"]
+    assert second["qrs_axis_deg"] == pytest.approx(signal_axis) and "qrs_axis_deg" not in second["source"]
+    untouched = [row for key, row in out.items() if key != edited]
+    assert grounding_summary(untouched)["grounding_contradiction_rate"] <= 0.05
+    assert machine_measurements_for(open_source("ptbxl", PTBXL_FIXTURE, 100), ["1"]) == {}

@@ -143,3 +143,24 @@ def measurements_from_machine(row: dict) -> dict:
     out["qrs_ms"] = q_end - q_on if q_end is not None and q_on is not None else None
     out["qrs_axis_deg"] = _machine_value(row, "qrs_axis")
     return out
+
+
+def with_machine_measurements(measured: dict, row: dict | None) -> dict:
+    """`measure_ecg`'s result with the machine's own rate, PR, QRS duration and axis where the machine has them.
+
+    MIMIC-IV-ECG's cart measured these on the full-resolution record with its delineation; the signal keeps what
+    the machine does not report (RR irregularity, voltages). ``source`` names what came from where.
+
+    Args:
+        measured: a `measure_ecg` result of the same record.
+        row: its machine_measurements.csv values (`measurements_from_machine` keys), or None.
+
+    Returns:
+        The merged measurements (``measured`` unchanged when the row gives nothing).
+    """
+    if not row:
+        return measured
+    machine = {k: v for k, v in measurements_from_machine(row).items() if k != "source" and v is not None}
+    if not machine:
+        return measured
+    return {**measured, **machine, "source": f"machine_measurements ({', '.join(machine)}) + neurokit2"}

@@ -21,6 +21,8 @@ from meit.data.sources import Source
 RECORD_LIST_CSV = "record_list.csv"
 MEASUREMENTS_CSV = "machine_measurements.csv"
 NATIVE_RATE = 500
+# the machine's global measurements that grounding can use (ms from the record start / degrees; 29999 = none)
+MACHINE_COLUMNS = ("rr_interval", "p_onset", "qrs_onset", "qrs_end", "qrs_axis")
 _REPORT_COLUMN = re.compile(r"report_(\d+)")
 
 
@@ -128,3 +130,37 @@ def _records(root: Path, rows: Iterable[tuple], skipped: Counter) -> list[ECGRec
             continue
         records.append(ECGRecord(str(study), subject.strip(), report, {}, path, None))
     return records
+
+
+def read_machine_measurements(root: Path, study_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The `MACHINE_COLUMNS` of machine_measurements.csv for the given studies (as strings, as in the file).
+
+    Studies listed twice (dropped by `load_mimic` too) and exports without these columns give no entry, so
+    grounding falls back to measuring the signal.
+
+    Args:
+        root: the MIMIC-IV-ECG root.
+        study_ids: the record ids (study_id) wanted.
+
+    Returns:
+        study_id -> {column: value} for the columns the file has.
+
+    Raises:
+        RecordError: the CSV is missing or unparsable.
+    """
+    wanted = set(study_ids)
+    frame, _ = read_csv_robust(root / MEASUREMENTS_CSV, ("study_id",),
+                               usecols=lambda c: c == "study_id" or c in MACHINE_COLUMNS)
+    columns = [c for c in MACHINE_COLUMNS if c in frame.columns]
+    if not columns:
+        return {}
+    frame = frame.assign(study_id=frame["study_id"].str.strip())
+    frame = frame[frame["study_id"].isin(wanted)]
+    frame = frame[~frame["study_id"].duplicated(keep=False)]
+    return {study: dict(zip(columns, values)) for study, *values in frame[["study_id", *columns]].itertuples(
+        index=False, name=None)}
+
+
+def machine_measurements_for(source: Source, record_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    """`read_machine_measurements` for a MIMIC-IV-ECG source; {} for a dataset without machine measurements."""
+    return read_machine_measurements(source.root, record_ids) if source.name == "mimic" else {}

@@ -347,8 +347,9 @@ def _device_filters(site: str, fs: int) -> list[np.ndarray]:
     if key not in _SOS_CACHE:
         nyq = fs / 2
         if site == "ptbxl":
-            high = [100.0] if 100.0 < 0.9 * nyq else []
-            sos = [sps.butter(2, [0.5, *high], btype="bandpass" if high else "highpass", fs=fs, output="sos")]
+            band = [0.5, 100.0] if 100.0 < 0.9 * nyq else 0.5  # below 222 Hz: high-pass only (scipy wants a scalar)
+            sos = [sps.butter(2, band, btype="bandpass" if isinstance(band, list) else "highpass", fs=fs,
+                              output="sos")]
         else:
             sos = [sps.butter(2, 150.0, fs=fs, output="sos")] if 150.0 < 0.9 * nyq else []
             if 60.0 < 0.9 * nyq:
