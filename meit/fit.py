@@ -39,6 +39,7 @@ from meit.atomic import write_json, write_text
 from meit.backbone import load_backbone, resolve_backbone
 from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
 from meit.datamodule import MEITDataModule
+from meit.errors import UserFacingError
 from meit.image_branch import build_module, needs_text_backbone
 from meit.locks import remove_stale_pid_temps
 from meit.module import MEITModule
@@ -293,11 +294,15 @@ def main(args: list[str] | None = None) -> Path:
     """`python -m meit.fit [flags]`; prints the run directory last. With `--seeds N [N ...]` one run per seed
     (PARENT/seed_N, PARENT = `--run_dir`), then PARENT/metrics.json and report.md with mean ± sd; prints PARENT."""
     seeds, parent, rest = split_seed_args(sys.argv[1:] if args is None else list(args))
-    if seeds is not None:
-        parent = run_seeds(seeds, parent, rest, run_one)
-        print(os.fspath(parent), flush=True)
-        return parent
-    return run_one(rest)
+    try:
+        if seeds is not None:
+            parent = run_seeds(seeds, parent, rest, run_one)
+            print(os.fspath(parent), flush=True)
+            return parent
+        return run_one(rest)
+    except UserFacingError as error:  # a file or setting the user gave: its name and the problem, no traceback
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def run_one(args: list[str]) -> Path:
