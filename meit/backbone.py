@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from meit.atomic import write_json
 from meit.config import EmbeddedLMConfig, ModelConfig, default_cache_dir
+from meit.errors import RunFileError, UntrustedCodeError
 from meit.locks import build_folder
 
 EMBEDDED = "embedded"
@@ -76,31 +77,125 @@ def resolve_backbone(cfg: ModelConfig, corpus: Sequence[str] | None = None, extr
     return {"llm": cfg.llm, "path": cfg.llm, "hash": None}
 
 
-def load_backbone(reference: dict, cfg: ModelConfig, device_type: str = "cpu") -> Backbone:
+def load_backbone(reference: dict, cfg: ModelConfig, device_type: str = "cpu",
+                  local_files_only: bool = False) -> Backbone:
     """Loads a resolved backbone with `from_pretrained` and freezes it.
 
     Args:
-        reference: from `resolve_backbone` (or a run directory's `backbone.json`).
-        cfg: the model config (remote code, attention kernel, gradient checkpointing).
+        reference: from `resolve_backbone` (or a run directory's `backbone.json`, checked by
+            `verify_saved_reference` first).
+        cfg: the model config (remote code, attention kernel, gradient checkpointing). `cfg.trust_remote_code` is
+            the current command line's choice (`meit.rundir.read_config` resets a saved one).
         device_type: "cpu" loads fp32; "cuda" loads bf16 (the frozen weights of a 7B model halve).
+        local_files_only: never reach the network (loading a saved run).
 
     Raises:
         FileNotFoundError: a cached folder is gone or holds another backbone than the reference's hash.
+        UntrustedCodeError: the folder or hub id declares its own code and `cfg.trust_remote_code` is off.
     """
     path = reference["path"]
     if reference.get("hash"):
         _check_hash(Path(path), reference["hash"])
+    check_remote_code(path, cfg.trust_remote_code, local_files_only)
     dtype = torch.bfloat16 if device_type == "cuda" else torch.float32
-    remote = {"trust_remote_code": cfg.trust_remote_code}
+    options = {"trust_remote_code": cfg.trust_remote_code, "local_files_only": local_files_only}
     attn = cfg.attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn, **remote)
-    tokenizer = AutoTokenizer.from_pretrained(path, **remote)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn, **options)
+    tokenizer = AutoTokenizer.from_pretrained(path, **options)
     ensure_pad_token(tokenizer, model)
     freeze(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return Backbone(model, tokenizer, dict(reference))
+
+
+CODE_DECLARING_FILES = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
+"""Files of a model folder whose `auto_map` names Python modules of the folder for transformers to import."""
+
+
+def check_remote_code(path: str | Path, trust_remote_code: bool, local_files_only: bool = True) -> None:
+    """Refuses a model folder or hub id that declares its own code (`auto_map`) unless remote code is allowed.
+
+    Without `trust_remote_code`, transformers 5 does not import such code but silently loads its built-in class
+    for the folder's `model_type` instead (probed with 5.24: a Llama folder whose auto_map names a custom class
+    loads as `LlamaForCausalLM`), which may not be the model the folder holds: MEIT says so and stops instead.
+
+    Args:
+        path: a model folder or hub id.
+        trust_remote_code: the current command line's `--trust_remote_code`.
+        local_files_only: for a hub id, only look in the local Hugging Face cache.
+
+    Raises:
+        UntrustedCodeError: naming the file with `auto_map` and the flag that allows it.
+    """
+    if trust_remote_code:
+        return
+    for name in CODE_DECLARING_FILES:
+        file = _model_file(path, name, local_files_only)
+        try:
+            declared = json.loads(file.read_text(encoding="utf-8")).get("auto_map") if file else None
+        except (OSError, ValueError, AttributeError):  # unreadable: from_pretrained reports it
+            continue
+        if declared:
+            raise UntrustedCodeError(file, f"declares its own Python code (auto_map: {declared}); MEIT does not run "
+                                     "it, nor load a different built-in class in its place, unless the command line "
+                                     f"passes --trust_remote_code (meit.fit: --model.trust_remote_code true). Pass "
+                                     f"it only if you trust {path}")
+
+
+def _model_file(path: str | Path, name: str, local_files_only: bool) -> Path | None:
+    """`name` of a model folder, or of a hub id (from the local cache, or downloaded), if it exists."""
+    if Path(path).is_dir():
+        file = Path(path) / name
+        return file if file.is_file() else None
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(str(path), name, local_files_only=local_files_only,
+                            _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False)
+    except (OSError, ValueError):  # not a valid hub id, or not reachable: from_pretrained reports it
+        return None
+    return Path(found) if found else None
+
+
+def verify_saved_reference(reference: Any, source: Path, allow_unverified: bool = False) -> bool:
+    """Checks a saved run's backbone reference before anything is loaded from it.
+
+    Verified: `path` is an existing local folder whose `meit_backbone.json` holds the reference's `hash`. Anything
+    else (no hash, another hash, a hub id, which would be downloaded) is refused, or with `allow_unverified` loaded
+    after a warning on stderr.
+
+    Args:
+        reference: the parsed backbone.json.
+        source: the backbone.json file (named in messages).
+        allow_unverified: the current command line's `--allow_unverified_backbone`.
+
+    Returns:
+        Whether the load must stay offline (`local_files_only`): True unless an allowed hub id is to be fetched.
+
+    Raises:
+        RunFileError: backbone.json is malformed or cannot be verified (and `allow_unverified` is off).
+    """
+    if not isinstance(reference, dict) or not isinstance(reference.get("path"), str) or not reference["path"]:
+        raise RunFileError(source, 'not a backbone reference: expected a JSON object with a "path" string')
+    path, digest = reference["path"], reference.get("hash")
+    folder = Path(path)
+    if not folder.is_dir():
+        problem = (f'"path" {path!r} is not a local folder (a hub id, or a folder that is gone): loading it would '
+                   "fetch a model from the network that nothing verifies")
+    elif not digest:
+        problem = f'"hash" is null: nothing verifies that {path} holds the backbone this run was trained with'
+    else:
+        found = _read_meta(folder).get("hash")
+        if found == digest:
+            return True
+        problem = (f'{path} holds backbone {str(found)[:16]} instead of {str(digest)[:16]}' if found else
+                   f'{path} has no {META_FILE} to verify "hash" {str(digest)[:16]} against')
+    if not allow_unverified:
+        raise RunFileError(source, f"{problem}. Pass --allow_unverified_backbone to load it anyway")
+    _log(f"WARNING: {source}: {problem}. Loading it unverified")
+    return folder.is_dir()
 
 
 def ensure_pad_token(tokenizer: Any, model: PreTrainedModel) -> None:
@@ -299,8 +394,17 @@ def _save(folder: Path, model: PreTrainedModel, tokenizer: Any, meta: dict) -> N
 
 
 def _read_meta(folder: Path) -> dict:
+    """A backbone folder's `meit_backbone.json` ({} when there is none; RunFileError when it is corrupt)."""
     path = folder / META_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RunFileError(path, f"not valid JSON ({e}): delete the folder to rebuild it") from None
+    if not isinstance(meta, dict):
+        raise RunFileError(path, "not a JSON object: delete the folder to rebuild it")
+    return meta
 
 
 def _check_hash(folder: Path, digest: str) -> None:

@@ -15,7 +15,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import importlib
-import json
 import platform
 import resource
 import statistics
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from meit.atomic import write_json, write_text
 
 # suite name -> (module, function); each function takes `repeats`, `peak_gflops` and `tiny` and returns
 # {figure: value or Stat}. meit.benchmarks repeats the primitives of meit.data.synth, meit.data.render, meit.eval.
@@ -143,14 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     names = list(SUITES) if "all" in args.suites else args.suites
     results = run_suites(names, args.repeats, args.tiny)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    write_json(args.out, results)
     section = markdown_section(results)
     print(section)
     if args.benchmarks_md:
         path = Path(args.benchmarks_md)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(section)
+        before = path.read_text(encoding="utf-8") if path.is_file() else ""
+        write_text(path, before + section)  # appended atomically: the old text survives a failed write
         print(f"appended to {path}; JSON in {args.out}")
 
 

@@ -18,19 +18,18 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see meit.fit: spinning OpenMP threads stall a shared CPU
 
-import datetime as dt
 import gc
 import itertools
-import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
+from meit.atomic import write_json, write_text
 from meit.eval import format_metric
 from meit.report_html import write_report_safely
 from meit.robustness import Condition, condition_seed, level_json, level_text, plot_curves, transform_for
-from meit.rundir import TABLE_METRICS
+from meit.rundir import TABLE_METRICS, new_run_dir
 
 PLOT_METRICS = ("bleu_4", "rouge_l", "bertscore_f1", "label_macro_f1")
 DEFAULT_REPRESENTATIONS: dict[str, list[str]] = {
@@ -62,6 +61,16 @@ def build_parser() -> Any:
     parser.add_argument("--run_dir", type=str | None, default=None,
                         help="output folder (default: runs/compare-<date-time>/); printed last")
     return parser
+
+
+def asks_remote_code(args: list[str]) -> bool:
+    """Whether a `meit.fit` command line sets `--model.trust_remote_code` to true."""
+    for i, arg in enumerate(args):
+        value = arg.partition("=")[2] if arg.startswith("--model.trust_remote_code=") else (
+            args[i + 1] if arg == "--model.trust_remote_code" and i + 1 < len(args) else None)
+        if value is not None and value.strip().lower() in ("true", "1", "yes", "on"):
+            return True
+    return False
 
 
 def train_all(cfg: Any, run_dir: Path) -> dict[str, Path]:
@@ -126,8 +135,9 @@ def evaluate_all(cfg: Any, runs: dict[str, Path], out: Path, evaluator: Evaluato
     rows: dict[str, dict[str, list[dict[str, Any]]]] = {}
     results = []
     ids: list[str] | None = None
-    for name, run_dir in runs.items():
-        run = load(run_dir)
+    for name, run_dir in runs.items():  # trained by this invocation, with these flags: reloaded as they asked
+        trust = asks_remote_code([*cfg.fit_args, *cfg.representations[name]])
+        run = load(run_dir, trust_remote_code=trust, allow_unverified_backbone=True)
         split = open_split(run.cfg.data, "test", limit=cfg.limit)
         split_ids = [r.record_id for r in split.records]
         if ids is not None and split_ids != ids:
@@ -198,7 +208,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 def run_compare(cfg: Any) -> Path:
     """Trains, evaluates and writes compare.md / compare.png / compare.json; returns the output folder."""
-    out = Path(cfg.run_dir or Path("runs") / f"compare-{dt.datetime.now():%Y-%m-%d_%H-%M-%S}")
+    out = Path(cfg.run_dir) if cfg.run_dir else new_run_dir(prefix="compare-")
     out.mkdir(parents=True, exist_ok=True)
     if len(cfg.representations) < 1:
         raise ValueError("--representations is empty")
@@ -208,8 +218,8 @@ def run_compare(cfg: Any) -> Path:
         summary = evaluate_all(cfg, runs, out, evaluator)
     finally:
         evaluator.close()
-    (out / "compare.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out / "compare.md").write_text(markdown(summary))
+    write_json(out / "compare.json", summary)
+    write_text(out / "compare.md", markdown(summary))
     plot(summary, out / "compare.png")
     for run_dir in runs.values():  # each representation's page shows the head-to-head table
         write_report_safely(run_dir)

@@ -14,6 +14,8 @@ import math
 import sys
 from pathlib import Path
 
+from meit.atomic import write_json, write_text
+from meit.errors import UserFacingError
 from meit.eval import compare_records, evaluate_records, read_predictions
 from meit.eval.core import GROUP_KEYS
 from meit.eval.labeller_check import check_labeller, format_check
@@ -125,15 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare is not None:
             compare = compare_records(records, read_predictions(args.compare), **kw)
             metrics["compare"] = {"a": str(args.predictions), "b": str(args.compare), "metrics": compare}
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, UserFacingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.out or args.predictions.with_name("metrics.json")
-    out.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_json(out, metrics)
     print_table(metrics, compare)
     print(f"wrote {out}")
     if args.markdown is not None:
-        args.markdown.write_text(to_markdown(metrics, compare), encoding="utf-8")
+        write_text(args.markdown, to_markdown(metrics, compare))
         print(f"wrote {args.markdown}")
     return 0
 

@@ -20,8 +20,6 @@ import os
 # training step of the default model with other jobs running); must be set before torch loads its OpenMP runtime.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import datetime as dt
-import json
 import logging
 import sys
 import time
@@ -37,10 +35,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from meit.atomic import write_json, write_text
 from meit.backbone import load_backbone, resolve_backbone
 from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
 from meit.data.mimic import machine_measurements_for
 from meit.datamodule import MEITDataModule
+from meit.errors import UserFacingError
 from meit.image_branch import build_module, needs_text_backbone
 from meit.locks import remove_stale_pid_temps
 from meit.module import MEITModule
@@ -48,7 +48,15 @@ from meit.probe import probe_run
 from meit.progress import LineProgress
 from meit.report_html import write_report_safely
 from meit.resume import ExactResume
-from meit.rundir import AtomicCheckpointIO, attach_grounding, save_run, write_test_outputs
+from meit.rundir import (
+    RUN_DIR_ENV,
+    AtomicCheckpointIO,
+    attach_grounding,
+    new_run_dir,
+    read_run_json,
+    save_run,
+    write_test_outputs,
+)
 from meit.seeds import run_seeds, split_seed_args
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -115,7 +123,7 @@ class MEITCLI(LightningCLI):
         self.config_init = self.parser.instantiate(self.config)
         init = self.config_init
         self.run_config = RunConfig(**{k: init[k] for k in CONFIG_GROUPS})
-        self.run_dir = Path(init.run_dir or Path("runs") / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+        self.run_dir = choose_run_dir(init.run_dir)
         self.config["run_dir"] = str(self.run_dir)
         if self.run_config.model.branch == "image":  # rendered pages; the encoder model or LLaMA 3.2 Vision
             from meit.image_branch import check_config, make_datamodule, make_module
@@ -160,6 +168,36 @@ class MEITCLI(LightningCLI):
         return self.trainer_class(**config)
 
 
+ENV_RANKS = ("RANK", "NODE_RANK", "LOCAL_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+"""Environment variables in which launchers (Lightning, torchrun, SLURM, MPI) give a process its rank."""
+
+
+def env_is_rank_zero() -> bool:
+    """Whether the environment makes this process global rank 0 (or a single process)."""
+    return all(os.environ.get(name, "0").strip() in ("", "0") for name in ENV_RANKS)
+
+
+def choose_run_dir(run_dir: str | None) -> Path:
+    """The run directory of this process: `--run_dir` as given, else a new unique `runs/<date-time>[_N]`.
+
+    The automatic name is chosen once, by rank 0 (`meit.rundir.new_run_dir`, created exclusively), and passed to
+    the DDP ranks Lightning spawns through `MEIT_RUN_DIR` (`PID:DIR`, read only by the children of that PID, so
+    a later run of the same shell or test process never reuses it). Ranks started by an outside launcher
+    (torchrun, srun) create nothing here; `fit` takes rank 0's directory by a broadcast once the process group is
+    up (pass `--run_dir` to such jobs to have it from the start).
+    """
+    if run_dir:
+        return Path(run_dir)
+    pid, _, inherited = os.environ.get(RUN_DIR_ENV, "").partition(":")
+    if inherited and pid == str(os.getppid()):
+        return Path(inherited)
+    if not env_is_rank_zero():
+        return Path("runs") / f"rank-{os.getpid()}-pending"  # replaced by rank 0's directory in `fit`
+    chosen = new_run_dir()
+    os.environ[RUN_DIR_ENV] = f"{os.getpid()}:{chosen}"
+    return chosen
+
+
 def uses_cuda(accelerator: Any) -> bool:
     """Whether the Trainer will run on a CUDA GPU."""
     name = str(accelerator or "auto").lower()
@@ -178,9 +216,9 @@ def resolve_precision(precision: Any, accelerator: Any) -> Any:
 def fit(cli: MEITCLI) -> Path:
     """Runs the whole job of a parsed CLI; returns the run directory."""
     cfg, run_dir, trainer, dm, module = cli.run_config, cli.run_dir, cli.trainer, cli.datamodule, cli.model
-    run_dir.mkdir(parents=True, exist_ok=True)
     if trainer.is_global_zero:
-        (run_dir / "config.yaml").write_text(cli.parser.dump(cli.config))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "config.yaml", cli.parser.dump(cli.config))
     timings: dict[str, float] = {}
     start = time.perf_counter()
     dm.prepare_data()
@@ -201,6 +239,7 @@ def fit(cli: MEITCLI) -> Path:
         remove_stale_pid_temps(run_dir / "checkpoints")
     trainer.fit(module, datamodule=dm, ckpt_path=cli.config_init.ckpt_path, weights_only=True)
     timings["train_s"] = time.perf_counter() - tick
+    run_dir = Path(trainer.strategy.broadcast(str(run_dir)))  # ranks an outside launcher started take rank 0's
     if trainer.is_global_zero:
         save_run(run_dir, module)
     info = {"trainable_parameters": module.count_trainable(), "train_steps": trainer.global_step,
@@ -216,12 +255,15 @@ def fit(cli: MEITCLI) -> Path:
             info["metrics"] = write_test_outputs(run_dir, rows, cfg, info)
     if not cfg.test.skip and cfg.model.branch == "signal" and trainer.is_global_zero:
         tick = time.perf_counter()
-        info["metrics"].update(probe_run(run_dir, device=str(trainer.strategy.root_device)))
+        # This invocation resolved the backbone itself: reloading it is what the command line asked for.
+        info["metrics"].update(probe_run(run_dir, device=str(trainer.strategy.root_device),
+                                         trust_remote_code=cfg.model.trust_remote_code,
+                                         allow_unverified_backbone=True))
         timings["probe_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
     info["timings"] = {k: round(v, 1) for k, v in timings.items()}
     if trainer.is_global_zero:
-        (run_dir / "run.json").write_text(json.dumps(info, indent=2, default=str))
+        write_json(run_dir / "run.json", info)
         write_report_safely(run_dir)
     trainer.strategy.barrier("meit-run-written")  # no rank leaves (and none reads the run) before rank 0 wrote it
     return run_dir
@@ -240,7 +282,7 @@ def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def summary(run_dir: Path) -> str:
     """A few lines on what the run produced (the run directory itself is printed after them)."""
-    info = json.loads((run_dir / "run.json").read_text())
+    info = read_run_json(run_dir / "run.json")
     lines = [f"trained {info['train_steps']} steps in {info['timings']['train_s']} s "
              f"({info['trainable_parameters']:,} trainable parameters), total {info['timings']['total_s']} s"]
     metrics = info.get("metrics") or {}
@@ -254,18 +296,26 @@ def main(args: list[str] | None = None) -> Path:
     """`python -m meit.fit [flags]`; prints the run directory last. With `--seeds N [N ...]` one run per seed
     (PARENT/seed_N, PARENT = `--run_dir`), then PARENT/metrics.json and report.md with mean ± sd; prints PARENT."""
     seeds, parent, rest = split_seed_args(sys.argv[1:] if args is None else list(args))
-    if seeds is not None:
-        parent = run_seeds(seeds, parent, rest, run_one)
-        print(os.fspath(parent), flush=True)
-        return parent
-    return run_one(rest)
+    try:
+        if seeds is not None:
+            parent = run_seeds(seeds, parent, rest, run_one)
+            print(os.fspath(parent), flush=True)
+            return parent
+        return run_one(rest)
+    except UserFacingError as error:  # a file or setting the user gave: its name and the problem, no traceback
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def run_one(args: list[str]) -> Path:
     """One run of a `meit.fit` command line (without `--seeds`); prints its summary and run directory (rank 0 only
     under DDP; every rank exits 0)."""
-    cli = MEITCLI(args)
-    run_dir = fit(cli)
+    try:
+        cli = MEITCLI(args)
+        run_dir = fit(cli)
+    finally:  # the name is for this run's spawned ranks only
+        if os.environ.get(RUN_DIR_ENV, "").startswith(f"{os.getpid()}:"):
+            del os.environ[RUN_DIR_ENV]
     if cli.trainer.is_global_zero:  # under DDP, rank 0 alone wrote the run and reports it
         sys.stdout.flush()
         print(summary(run_dir), flush=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +72,13 @@ class EvalSplit:
     has_labels: bool
 
 
-def load(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
-    """Loads a run directory written by `python -m meit.fit` (see `meit.rundir.load_run`)."""
+def load(run_dir: str | Path, device: str = "cpu", trust_remote_code: bool = False,
+         allow_unverified_backbone: bool = False) -> LoadedRun:
+    """Loads a run directory written by `python -m meit.fit` (see `meit.rundir.load_run`; the two flags are the
+    command line's `--trust_remote_code` and `--allow_unverified_backbone`)."""
     from meit.rundir import load_run
 
-    module, tokenizer, cfg = load_run(run_dir, device=device)
+    module, tokenizer, cfg = load_run(run_dir, device, trust_remote_code, allow_unverified_backbone)
     return LoadedRun(Path(run_dir), module, tokenizer, cfg)
 
 
@@ -218,11 +219,10 @@ def generate(run: LoadedRun, split: EvalSplit, transform: SignalTransform | None
 
 
 def write_predictions(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Writes rows as predictions.jsonl (one JSON object a line)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    """Writes rows as predictions.jsonl (one JSON object a line, atomically)."""
+    from meit.rundir import write_jsonl
+
+    write_jsonl(path, list(rows))
 
 
 class Scorer:

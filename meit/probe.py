@@ -9,7 +9,6 @@ report.md. Labels are the dataset's SCP codes, or those `extract_labels` finds i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,9 +21,18 @@ import torch  # noqa: E402
 
 from meit.atomic import write_json, write_text  # noqa: E402
 from meit.datamodule import MEITDataModule  # noqa: E402
+from meit.errors import UserFacingError  # noqa: E402
 from meit.eval.label_metrics import build_label_stats  # noqa: E402
 from meit.eval.labels import extract_labels  # noqa: E402
-from meit.rundir import METRICS, REPORT, load_run  # noqa: E402
+from meit.rundir import (  # noqa: E402
+    METRICS,
+    REPORT,
+    add_load_flags,
+    load_flags,
+    load_run,
+    read_run_json,
+    read_run_text,
+)
 
 PROBE_STEPS = 300
 PROBE_LR = 0.05
@@ -58,17 +66,21 @@ def train_probe(x: torch.Tensor, labels: list[set[str]], space: list[str], seed:
     return head
 
 
-def probe_run(run_dir: str | Path, device: str = "cpu") -> dict[str, float]:
+def probe_run(run_dir: str | Path, device: str = "cpu", trust_remote_code: bool = False,
+              allow_unverified_backbone: bool = False) -> dict[str, float]:
     """Probes a run's encoder; adds the scores to its metrics.json and report.md and returns them.
+
+    `trust_remote_code` and `allow_unverified_backbone` are the command line's (see `meit.rundir.load_run`).
 
     Raises:
         FileNotFoundError: the run directory is incomplete (or has no metrics.json: it was run with --test.skip).
+        meit.errors.UserFacingError: a corrupt run file, an unverifiable backbone or untrusted code.
         ValueError: an image-branch run, or a train split without any label.
     """
     run_dir = Path(run_dir)
     if not (run_dir / METRICS).is_file():
         raise FileNotFoundError(f"{run_dir / METRICS} not found: probe a run that was tested (no --test.skip)")
-    module, tokenizer, cfg = load_run(run_dir, device=device)
+    module, tokenizer, cfg = load_run(run_dir, device, trust_remote_code, allow_unverified_backbone)
     if cfg.model.branch != "signal":
         raise ValueError(f"{run_dir}: the probe reads signal-branch runs; this one is {cfg.model.branch}")
     dm = MEITDataModule(cfg.data)
@@ -89,10 +101,10 @@ def probe_run(run_dir: str | Path, device: str = "cpu") -> dict[str, float]:
     stats = build_label_stats(y_test, pred, prob_dicts)["statement"].aggregate(np.ones((1, len(y_test))))
     scores = {"probe_label_macro_f1": float(stats["label_macro_f1"][0]),
               "probe_label_auc": float(stats["label_auc"][0])}
-    metrics = json.loads((run_dir / METRICS).read_text())
+    metrics = read_run_json(run_dir / METRICS)
     metrics.update(scores)
     write_json(run_dir / METRICS, metrics)
-    report = (run_dir / REPORT).read_text().split(PROBE_HEADING)[0]  # a rerun replaces the section
+    report = read_run_text(run_dir / REPORT).split(PROBE_HEADING)[0]  # a rerun replaces the section
     write_text(run_dir / REPORT, report + probe_markdown(metrics))
     return scores
 
@@ -112,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m meit.probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run directory written by `python -m meit.fit`")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    add_load_flags(parser)
     args = parser.parse_args(argv)
     try:
-        scores = probe_run(args.run, args.device)
-    except (FileNotFoundError, ValueError) as error:
+        scores = probe_run(args.run, args.device, **load_flags(args))
+    except (FileNotFoundError, ValueError, UserFacingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(", ".join(f"{k} {v:.3f}" for k, v in scores.items()))

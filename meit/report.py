@@ -29,18 +29,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", required=True, help="run directory written by `python -m meit.fit`")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--instruction", default=None, help="instruction to use (default: the run's test instruction)")
+    from meit.rundir import add_load_flags
+
+    add_load_flags(parser)
     return parser
 
 
 def generate_report(record: str | Path, run_dir: str | Path, device: str = "cpu",
-                    instruction: str | None = None) -> str:
-    """Loads the run and generates the report of one record.
+                    instruction: str | None = None, trust_remote_code: bool = False,
+                    allow_unverified_backbone: bool = False) -> str:
+    """Loads the run and generates the report of one record (the two flags: see `meit.rundir.load_run`).
 
     Raises:
         meit.data.records.RecordError: the record is missing or unusable (the message names the file and problem).
         FileNotFoundError: the run directory (or the image file) is incomplete or missing.
         meit.data.image_io.ImageError: the image file is unreadable (the message names it).
         ImageForSignalRun: an image given to a signal-branch run.
+        meit.errors.UserFacingError: a corrupt run file, an unverifiable backbone or untrusted code.
     """
     import dataclasses
 
@@ -50,7 +55,7 @@ def generate_report(record: str | Path, run_dir: str | Path, device: str = "cpu"
     from meit.datamodule import PromptCollator
     from meit.rundir import load_run
 
-    module, tokenizer, cfg = load_run(run_dir, device=device)
+    module, tokenizer, cfg = load_run(run_dir, device, trust_remote_code, allow_unverified_backbone)
     data = cfg.data if instruction is None else dataclasses.replace(cfg.data, instruction=instruction)
     if cfg.model.branch == "image":
         from meit.image_branch import image_input
@@ -73,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from meit.data.image_io import ImageError
     from meit.data.records import RecordError
+    from meit.errors import UserFacingError
+    from meit.rundir import load_flags
 
     try:
-        print(generate_report(args.record, args.run, args.device, args.instruction))
-    except (RecordError, FileNotFoundError, ImageError, ImageForSignalRun) as error:
+        print(generate_report(args.record, args.run, args.device, args.instruction, **load_flags(args)))
+    except (RecordError, FileNotFoundError, ImageError, ImageForSignalRun, UserFacingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 
 from meit.atomic import write_text
+from meit.errors import UserFacingError
 from meit.eval import format_metric, read_predictions
 from meit.eval.label_metrics import LabelStats, label_space
 from meit.eval.labels import extract_labels
@@ -412,7 +413,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     try:
         path = write_report_html(args.run_dir, args.baseline, args.out)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, UserFacingError) as e:
         parser.exit(2, f"python -m meit.report_html: error: {e}\n")
     print(path, flush=True)
     return path

@@ -17,8 +17,8 @@ image-branch runs the noise goes on the signal before it is rendered. Writes, un
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,9 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from meit.atomic import atomic_file, write_json, write_text
+from meit.errors import UserFacingError
 from meit.eval import format_metric
 from meit.predict import EvalSplit, LoadedRun, Scorer, SignalTransform, generate, load, open_split, write_predictions
 from meit.report_html import write_report_safely
+from meit.rundir import add_load_flags, load_flags
 
 PROTOCOLS = ("snr", "meit-segment")
 DEFAULT_SNR_DB = ("inf", "24", "18", "12", "6", "0")
@@ -214,15 +217,15 @@ def plot_curves(results: list[dict[str, Any]], line_key: str, metrics: Sequence[
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
 
 def run_robustness(run_dir: str | Path, protocol: str = "snr", noises: Sequence[str] = DEFAULT_NOISES,
                    levels: Sequence[float] | None = None, seed: int = 0, split: str = "test", limit: int | None = None,
                    n_bootstrap: int | None = None, out: str | Path | None = None,
-                   batch_size: int | None = None) -> dict[str, Any]:
+                   batch_size: int | None = None, load_options: dict[str, bool] | None = None) -> dict[str, Any]:
     """The whole sweep: load the run, open its test split, generate and score every condition, write outputs.
 
     Args:
@@ -236,6 +239,8 @@ def run_robustness(run_dir: str | Path, protocol: str = "snr", noises: Sequence[
         n_bootstrap: bootstrap resamples (default: the run's `test.n_bootstrap`).
         out: output folder (default RUN_DIR/robustness).
         batch_size: generation batch size (default: the run's).
+        load_options: the command line's `meit.rundir.load_run` flags (`trust_remote_code`,
+            `allow_unverified_backbone`).
 
     Returns:
         The summary written to metrics.json.
@@ -245,7 +250,7 @@ def run_robustness(run_dir: str | Path, protocol: str = "snr", noises: Sequence[
     if levels is None:
         levels = MEIT_RATIOS if protocol == SEGMENT_NOISE else [parse_level(v) for v in DEFAULT_SNR_DB]
     conds = conditions(protocol, noises, levels)
-    run = load(run_dir)
+    run = load(run_dir, **(load_options or {}))
     out_dir = Path(out) if out else Path(run_dir) / "robustness"
     data = open_split(run.cfg.data, split, limit)
     n_boot = run.cfg.test.n_bootstrap if n_bootstrap is None else n_bootstrap
@@ -263,8 +268,8 @@ def write_outputs(summary: dict[str, Any], out_dir: Path) -> None:
     """metrics.json, robustness.md and robustness.png in `out_dir`; the run's report.html when `out_dir` is
     RUN_DIR/robustness (the folder the page reads)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "robustness.md").write_text(markdown(summary))
+    write_json(out_dir / "metrics.json", summary)
+    write_text(out_dir / "robustness.md", markdown(summary))
     plot(summary, out_dir / "robustness.png")
     if out_dir.resolve() == (Path(summary["run"]) / "robustness").resolve():
         write_report_safely(summary["run"])
@@ -287,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-bootstrap", type=int, default=None, help="bootstrap resamples (default: the run's)")
     parser.add_argument("--batch-size", type=int, default=None, help="generation batch size (default: the run's)")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/robustness)")
+    add_load_flags(parser)
     return parser
 
 
@@ -296,8 +302,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.protocol == SEGMENT_NOISE and args.snr_db is not None:
         build_parser().error("--snr-db belongs to the snr protocol; use --ratio with --protocol meit-segment")
     levels = args.ratio if args.protocol == SEGMENT_NOISE else args.snr_db
-    summary = run_robustness(args.run, args.protocol, args.noise, levels, args.seed, args.split, args.limit,
-                             args.n_bootstrap, args.out, args.batch_size)
+    try:
+        summary = run_robustness(args.run, args.protocol, args.noise, levels, args.seed, args.split, args.limit,
+                                 args.n_bootstrap, args.out, args.batch_size, load_flags(args))
+    except (UserFacingError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     out_dir = Path(args.out) if args.out else Path(args.run) / "robustness"
     print(markdown(summary))
     print(f"wrote {out_dir / 'metrics.json'}, {out_dir / 'robustness.md'}, {out_dir / 'robustness.png'}")

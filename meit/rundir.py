@@ -14,6 +14,9 @@ Layout:
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
+import itertools
 import json
 import os
 from pathlib import Path
@@ -22,11 +25,15 @@ from typing import Any
 import torch
 import yaml
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
+from meit.atomic import atomic_file, write_bytes, write_json, write_text
 from meit.config import RunConfig, run_config_from_dict
 from meit.data.dataset import ECGReportDataset
 from meit.data.measure import measure_ecg, with_machine_measurements
+from meit.errors import RunFileError, UntrustedCodeError
 from meit.eval.grounding import check_report
 
 WEIGHTS = "weights.safetensors"
@@ -35,6 +42,9 @@ CONFIG = "config.yaml"
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 REPORT = "report.md"
+RUNS_ROOT = Path("runs")
+RUN_DIR_ENV = "MEIT_RUN_DIR"
+"""`PID:RUN_DIR` of the process that chose an automatic run directory; the DDP ranks it spawns read it."""
 TABLE_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_1", "rouge_2", "rouge_l", "cider_d",
                  "bertscore_p", "bertscore_r", "bertscore_f1", "label_macro_f1", "label_ceiling_macro_f1",
                  "label_hamming", "label_auc", "ce_micro_f1", "ce_macro_f1", "ce_precision", "ce_recall")
@@ -58,48 +68,192 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
 
 
+def new_run_dir(root: str | Path = RUNS_ROOT, now: dt.datetime | None = None, prefix: str = "") -> Path:
+    """Creates a fresh run directory `root/<prefix><date-time>` exclusively (`_2`, `_3`, ... when that name is
+    taken).
+
+    Two runs started in the same second get two directories: `os.mkdir` fails for the second one, which moves on
+    to the next suffix.
+
+    Args:
+        root: the parent folder (created if missing).
+        now: the time naming the directory (default: now).
+        prefix: put before the date (e.g. `compare-`).
+
+    Returns:
+        The new, empty directory.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = prefix + (now or dt.datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
+    for k in itertools.count(1):
+        candidate = root / (stamp if k == 1 else f"{stamp}_{k}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError("unreachable")
+
+
 def save_run(run_dir: Path, module: Any) -> None:
     """Writes the trainable weights (safetensors) and the backbone reference of a built `MEITModule`."""
     state = {k: v.detach().cpu().contiguous() for k, v in module.trainable_state_dict().items()}
-    save_file(state, str(run_dir / WEIGHTS), metadata={"format": "meit-trainable-v1"})
+    write_bytes(run_dir / WEIGHTS, save_safetensors(state, metadata={"format": "meit-trainable-v1"}))
     if hasattr(module, "save_extras"):  # e.g. the Mllama LoRA adapter in peft's layout (meit.image_branch)
         module.save_extras(run_dir)
-    (run_dir / BACKBONE).write_text(json.dumps(module.backbone_reference, indent=2))
+    write_json(run_dir / BACKBONE, module.backbone_reference)
 
 
-def read_config(run_dir: str | Path) -> RunConfig:
-    """The `RunConfig` saved in a run directory's config.yaml."""
-    return run_config_from_dict(yaml.safe_load((Path(run_dir) / CONFIG).read_text()))
+def read_run_bytes(path: str | Path) -> bytes:
+    """The bytes of a run file.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        RunFileError: it is empty (a write interrupted by a kill or a full disk before writes were atomic).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {path.parent} a finished `meit.fit` run directory?")
+    data = path.read_bytes()
+    if not data:
+        raise RunFileError(path, "empty (0 bytes): it was cut off while being written; re-create the run")
+    return data
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Any, Any, RunConfig]:
+def read_run_text(path: str | Path) -> str:
+    """The UTF-8 text of a run file (see `read_run_bytes`; RunFileError if it is not UTF-8)."""
+    data = read_run_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RunFileError(path, f"not UTF-8 text (byte {e.start}): the file is corrupt") from None
+
+
+def read_run_json(path: str | Path) -> Any:
+    """A run's JSON file (metrics.json, run.json, backbone.json), parsed.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        RunFileError: it is empty, not UTF-8 or not valid JSON (with the line and column).
+    """
+    text = read_run_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RunFileError(path, f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg})") from None
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A run's weights.safetensors as tensors (RunFileError when it is empty, truncated or not safetensors)."""
+    data = read_run_bytes(path)
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, ValueError, OSError) as e:
+        raise RunFileError(path, f"not a safetensors file, or a truncated one ({e})") from None
+
+
+def read_config(run_dir: str | Path, trust_remote_code: bool = False) -> RunConfig:
+    """The `RunConfig` saved in a run directory's config.yaml, with `model.trust_remote_code` set from the caller.
+
+    A run directory is data, not instructions: whether remote code may run is the current command line's choice
+    (`--trust_remote_code`), never the saved file's.
+
+    Args:
+        run_dir: the run directory.
+        trust_remote_code: whether the current invocation allows remote code.
+
+    Raises:
+        FileNotFoundError: config.yaml is missing.
+        RunFileError: config.yaml is empty, not YAML, or not a `meit.fit` configuration.
+        UntrustedCodeError: the saved run needs remote code (`model.trust_remote_code: true`) and the caller does
+            not allow it.
+    """
+    path = Path(run_dir) / CONFIG
+    try:
+        values = yaml.safe_load(read_run_text(path))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RunFileError(path, f"not valid YAML{where} ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(values, dict):
+        raise RunFileError(path, f"not a `meit.fit` configuration (a {type(values).__name__}, not a mapping)")
+    try:
+        cfg = run_config_from_dict(values)
+    except Exception as e:  # jsonargparse reports unknown keys and wrong types with several exception types
+        raise RunFileError(path, f"not a `meit.fit` configuration ({e})") from None
+    if cfg.model.trust_remote_code and not trust_remote_code:
+        raise UntrustedCodeError(path, "sets `model.trust_remote_code: true`: loading this run would run code from "
+                                 f"its backbone folder or hub id ({cfg.model.llm}). A saved setting never allows "
+                                 "that; pass --trust_remote_code if you trust this run directory and its backbone")
+    cfg.model.trust_remote_code = trust_remote_code
+    return cfg
+
+
+def add_load_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds `--trust_remote_code` and `--allow_unverified_backbone` to a command that loads a saved run."""
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help="allow the run's backbone to run its own Python code (auto_map); only for runs and "
+                        "backbones you trust (a run's config.yaml never allows it)")
+    parser.add_argument("--allow_unverified_backbone", action="store_true",
+                        help="load a backbone that backbone.json cannot verify (no or another hash, or a hub id, "
+                        "which is then downloaded), with a warning")
+
+
+def load_flags(args: argparse.Namespace) -> dict[str, bool]:
+    """The `load_run` keyword arguments of the flags `add_load_flags` added."""
+    return {"trust_remote_code": args.trust_remote_code, "allow_unverified_backbone": args.allow_unverified_backbone}
+
+
+def load_run(run_dir: str | Path, device: str = "cpu", trust_remote_code: bool = False,
+             allow_unverified_backbone: bool = False) -> tuple[Any, Any, RunConfig]:
     """Rebuilds a trained model from a run directory: config.yaml + backbone.json + weights.safetensors.
+
+    Nothing is fetched from the network and no code of the backbone runs unless the caller allows it: the saved
+    `trust_remote_code` is ignored, backbone.json must name a local folder holding the backbone of its hash.
 
     Args:
         run_dir: a directory written by `python -m meit.fit`.
         device: where to put the model ("cpu" or "cuda").
+        trust_remote_code: the current command line's `--trust_remote_code`.
+        allow_unverified_backbone: the current command line's `--allow_unverified_backbone` (a warning instead of
+            a refusal for a backbone without or with another hash, or a hub id).
 
     Returns:
         (the `MEITModule` in eval mode, its tokenizer, the run's config).
 
     Raises:
-        FileNotFoundError: a file of the run, or the cached backbone it references, is missing.
+        FileNotFoundError: a file of the run is missing.
+        RunFileError: a run file is empty or corrupt, or backbone.json cannot be verified.
+        UntrustedCodeError: the run or its backbone needs remote code the caller did not allow.
     """
-    from meit.backbone import load_backbone
+    from meit.backbone import check_remote_code, load_backbone, verify_saved_reference
     from meit.image_branch import build_module, make_module, needs_text_backbone
 
     run_dir = Path(run_dir)
     for name in (CONFIG, BACKBONE, WEIGHTS):
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a finished `meit.fit` run directory?")
-    cfg = read_config(run_dir)
+    cfg = read_config(run_dir, trust_remote_code)
     device_type, backbone = torch.device(device).type, None
     if needs_text_backbone(cfg.model):  # a real Mllama brings its own language model
-        reference = json.loads((run_dir / BACKBONE).read_text())
-        backbone = load_backbone(reference, cfg.model, device_type=device_type)
+        reference = read_run_json(run_dir / BACKBONE)
+        local_only = verify_saved_reference(reference, run_dir / BACKBONE, allow_unverified_backbone)
+        backbone = load_backbone(reference, cfg.model, device_type=device_type, local_files_only=local_only)
+    else:  # the saved config names the Mllama: a folder, checked like a backbone folder
+        model = cfg.model.vision_llm.model
+        if not Path(model).is_dir() and not allow_unverified_backbone:
+            raise RunFileError(run_dir / CONFIG, f"model.vision_llm.model {model!r} is not a local folder (a hub id?): "
+                               "loading it would fetch a model from the network that nothing verifies. Pass "
+                               "--allow_unverified_backbone to load it anyway")
+        check_remote_code(model, trust_remote_code, local_files_only=not allow_unverified_backbone)
+    weights = read_weights(run_dir / WEIGHTS)
     module = make_module(cfg)
     build_module(module, backbone, device_type)
-    module.load_trainable_state_dict(load_file(str(run_dir / WEIGHTS)))
+    try:
+        module.load_trainable_state_dict(weights)
+    except KeyError as e:
+            raise RunFileError(run_dir / WEIGHTS, f"does not hold this run's weights ({e.args[0]})") from None
     return module.to(device).eval(), module.tokenizer, cfg
 
 
@@ -138,16 +292,21 @@ def write_test_outputs(run_dir: Path, rows: list[dict[str, Any]], cfg: RunConfig
     """
     if not any(row.get("labels_true") for row in rows):
         rows = [{k: v for k, v in row.items() if k != "labels_true"} for row in rows]
-    with open(run_dir / PREDICTIONS, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_jsonl(run_dir / PREDICTIONS, rows)
     from meit.eval import evaluate_records
 
     metrics = evaluate_records(rows, bertscore_model=cfg.test.bertscore_model, n_bootstrap=cfg.test.n_bootstrap,
                                seed=0, metrics=cfg.test.metrics)
-    (run_dir / METRICS).write_text(json.dumps(metrics, indent=2))
-    (run_dir / REPORT).write_text(report_markdown(metrics, rows, cfg, info))
+    write_json(run_dir / METRICS, metrics)
+    write_text(run_dir / REPORT, report_markdown(metrics, rows, cfg, info))
     return metrics
+
+
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Writes one JSON object per line to `path`, atomically (predictions.jsonl and its variants)."""
+    with atomic_file(path) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def report_markdown(metrics: dict[str, Any], rows: list[dict[str, Any]], cfg: RunConfig, info: dict[str, Any],

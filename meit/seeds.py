@@ -4,7 +4,6 @@ the parent's metrics.json / report.md with every seed's metrics and their mean Â
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from meit.atomic import write_json, write_text
-from meit.rundir import METRICS, REPORT, TABLE_METRICS
+from meit.rundir import METRICS, REPORT, TABLE_METRICS, new_run_dir
 
 
 def split_seed_args(args: list[str]) -> tuple[list[int] | None, Path | None, list[str]]:
@@ -53,7 +52,7 @@ def run_seeds(seeds: list[int], parent: Path | None, rest: list[str], run: Calla
     Returns:
         The parent directory.
     """
-    parent = parent or Path("runs") / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    parent = parent or new_run_dir()
     run_dirs = {seed: run(seed_run_args(rest, parent, seed)) for seed in seeds}
     per_seed = {}
     for seed, run_dir in run_dirs.items():

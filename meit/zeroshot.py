@@ -19,7 +19,7 @@ predictions of every test set.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,10 +28,13 @@ from typing import Any
 
 import yaml
 
+from meit.atomic import write_json, write_text
 from meit.config import DataConfig
+from meit.errors import UserFacingError
 from meit.eval import format_metric
 from meit.predict import LoadedRun, Scorer, dataset_config, dataset_label, generate, load, open_split, write_predictions
 from meit.report_html import write_report_safely
+from meit.rundir import add_load_flags, load_flags
 
 TABLE = (("bleu_4", "BLEU-4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D"),
          ("bertscore_f1", "BERTScore"), ("label_macro_f1", "label macro-F1"))
@@ -89,7 +92,7 @@ def markdown(summary: dict[str, Any]) -> str:
 
 def run_zeroshot(run_dir: str | Path, targets: Sequence[dict[str, Any]], limit: int | None = None,
                  n_bootstrap: int | None = None, in_domain: bool = True, out: str | Path | None = None,
-                 batch_size: int | None = None) -> dict[str, Any]:
+                 batch_size: int | None = None, load_options: dict[str, bool] | None = None) -> dict[str, Any]:
     """Tests a run in-domain and on each target dataset; writes metrics.json and zeroshot.md.
 
     Args:
@@ -100,11 +103,13 @@ def run_zeroshot(run_dir: str | Path, targets: Sequence[dict[str, Any]], limit: 
         in_domain: also test on the run's own test split (same code path, for a like-for-like table).
         out: output folder (default RUN_DIR/zeroshot).
         batch_size: generation batch size (default: the run's).
+        load_options: the command line's `meit.rundir.load_run` flags (`trust_remote_code`,
+            `allow_unverified_backbone`).
 
     Returns:
         The summary written to metrics.json.
     """
-    run = load(run_dir)
+    run = load(run_dir, **(load_options or {}))
     out_dir = Path(out) if out else Path(run_dir) / "zeroshot"
     configs = [("in-domain", run.cfg.data)] if in_domain else []
     configs += [("zero-shot", target_config(run.cfg.data, t)) for t in targets]
@@ -122,27 +127,33 @@ def write_outputs(summary: dict[str, Any], out_dir: Path) -> None:
     """metrics.json and zeroshot.md in `out_dir`; the run's report.html when `out_dir` is RUN_DIR/zeroshot (the
     folder the page reads)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "zeroshot.md").write_text(markdown(summary))
+    write_json(out_dir / "metrics.json", summary)
+    write_text(out_dir / "zeroshot.md", markdown(summary))
     if out_dir.resolve() == (Path(summary["run"]) / "zeroshot").resolve():
         write_report_safely(summary["run"])
 
 
-def train(run_dir: Path, fit_config: dict[str, Any]) -> None:
-    """Trains a run with `meit.fit` from a dict of its flags (a saved command line), unless one is finished there."""
+def train(run_dir: Path, fit_config: dict[str, Any]) -> bool:
+    """Trains a run with `meit.fit` from a dict of its flags (a saved command line), unless one is finished there;
+    returns whether it trained."""
     if (run_dir / "weights.safetensors").is_file() and (run_dir / "backbone.json").is_file():
         print(f"[zeroshot] {run_dir} holds a finished run: not training again", flush=True)
-        return
+        return False
     from meit.fit import main as fit_main
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fit.yaml"
-        path.write_text(yaml.safe_dump(fit_config))
+        write_text(path, yaml.safe_dump(fit_config))
         fit_main(["--config", str(path), "--run_dir", str(run_dir)])
+    return True
 
 
-def run_config_file(path: str | Path) -> dict[str, Any]:
+def run_config_file(path: str | Path, load_options: dict[str, bool] | None = None) -> dict[str, Any]:
     """The whole experiment of a zeroshot YAML: train (or reuse) the run, then test it.
+
+    The YAML is this invocation's input, so its `fit.model.trust_remote_code` allows remote code as the same flag
+    of `meit.fit` does; a run trained now is reloaded without the backbone check (this invocation resolved it), a
+    reused one is checked as `meit.rundir.load_run` checks any saved run (`load_options`: the command line's flags).
 
     YAML keys: `run_dir`, `fit` (meit.fit flags as nested keys), `targets` (list of datasets), optional `limit`,
     `n_bootstrap`, `batch_size`, `in_domain`.
@@ -158,11 +169,15 @@ def run_config_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: needs `run_dir` and `targets`")
     run_dir = Path(spec["run_dir"])
     start = time.perf_counter()
-    train(run_dir, spec.get("fit") or {})
+    fit_config = spec.get("fit") or {}
+    trained = train(run_dir, fit_config)
+    options = dict(load_options or {"trust_remote_code": False, "allow_unverified_backbone": False})
+    options["trust_remote_code"] |= bool((fit_config.get("model") or {}).get("trust_remote_code"))
+    options["allow_unverified_backbone"] |= trained
     summary = run_zeroshot(run_dir, spec["targets"], spec.get("limit"), spec.get("n_bootstrap"),
-                           spec.get("in_domain", True), batch_size=spec.get("batch_size"))
+                           spec.get("in_domain", True), batch_size=spec.get("batch_size"), load_options=options)
     summary["experiment_seconds"] = round(time.perf_counter() - start, 1)
-    (run_dir / "zeroshot" / "metrics.json").write_text(json.dumps(summary, indent=2))
+    write_json(run_dir / "zeroshot" / "metrics.json", summary)
     return summary
 
 
@@ -183,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None, help="generation batch size (default: the run's)")
     parser.add_argument("--no-in-domain", action="store_true", help="skip the in-domain test split")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/zeroshot)")
+    add_load_flags(parser)
     return parser
 
 
@@ -201,15 +217,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the command line; prints the zero-shot table."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.config:
-        summary = run_config_file(args.config)
-    else:
-        if not args.run or not args.dataset:
-            parser.error("give --run RUN_DIR --dataset ptbxl|mimic|synthetic [--root DIR], or --config FILE")
-        if args.dataset != "synthetic" and not args.root:
-            parser.error(f"--dataset {args.dataset} needs --root DIR")
-        summary = run_zeroshot(args.run, [cli_target(args)], args.limit, args.n_bootstrap, not args.no_in_domain,
-                               args.out, args.batch_size)
+    if not args.config and (not args.run or not args.dataset):
+        parser.error("give --run RUN_DIR --dataset ptbxl|mimic|synthetic [--root DIR], or --config FILE")
+    if not args.config and args.dataset != "synthetic" and not args.root:
+        parser.error(f"--dataset {args.dataset} needs --root DIR")
+    try:
+        if args.config:
+            summary = run_config_file(args.config, load_flags(args))
+        else:
+            summary = run_zeroshot(args.run, [cli_target(args)], args.limit, args.n_bootstrap,
+                                   not args.no_in_domain, args.out, args.batch_size, load_flags(args))
+    except (UserFacingError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(markdown(summary))
     return summary
 
