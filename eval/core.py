@@ -48,46 +48,114 @@ def resolve_groups(metrics: list[str] | None) -> tuple[str, ...]:
     return tuple(g for g in ALL_GROUPS if g in out)
 
 
+MAX_TEXT_CHARS = 10_000
+"""Predictions and references longer than this are truncated before scoring (with a counted warning): real reports
+are far shorter (PTB-XL's longest ~1,000 characters; a generated report is bounded by `--test.max_new_tokens`), and
+megabyte texts crash METEOR's Java process and make the n-gram metrics quadratic."""
+
+
 def read_predictions(path: str | Path) -> list[dict]:
     """Read predictions.jsonl: one ``{"id", "prediction", "reference"}`` object a line.
 
     Malformed lines are an error (a ValueError naming the file and line number), never skipped:
     a silently shorter test set would change every score. Blank lines are ignored. A missing
     or null ``prediction`` is kept and scored as an empty string (counted in ``n_empty``).
+    Types are checked: ``id`` a string or integer, ``prediction``/``reference`` strings, ``labels_true``
+    a list of label strings (a bare string such as ``"NORM"`` would be scored as its characters),
+    ``label_probs`` an object of label -> number.
 
     Args:
-        path: The JSONL file.
+        path: The JSONL file (UTF-8; a leading byte-order mark is allowed).
 
     Returns:
-        The records, with ``prediction`` and ``reference`` as strings.
+        The records, with ``id``, ``prediction`` and ``reference`` as strings.
 
     Raises:
-        ValueError: on invalid JSON, a non-object line, a missing ``id``/``reference``, or a duplicate id.
+        ValueError: on bytes that are not UTF-8, invalid JSON, a non-object line, a missing ``id``/``reference``,
+            a field of the wrong type, or a duplicate id (the message names the file and line).
     """
     path = Path(path)
     records, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            line = _decode_line(raw, where, lineno == 1)
             if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg})") from e
+                raise ValueError(f"{where}: malformed JSON ({e.msg})") from e
             if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}")
-            for key in ("id", "reference"):
-                if rec.get(key) is None:
-                    raise ValueError(f"{path}:{lineno}: missing {key!r}")
+                raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+            _check_row(rec, where)
             rid = str(rec["id"])
             if rid in seen:
-                raise ValueError(f"{path}:{lineno}: duplicate id {rid!r} (first on line {seen[rid]})")
+                raise ValueError(f"{where}: duplicate id {rid!r} (first on line {seen[rid]})")
             seen[rid] = lineno
             rec["id"] = rid
-            rec["prediction"] = "" if rec.get("prediction") is None else str(rec["prediction"])
-            rec["reference"] = str(rec["reference"])
+            rec["prediction"] = rec.get("prediction") or ""
             records.append(rec)
     return records
+
+
+def _decode_line(raw: bytes, where: str, first: bool) -> str:
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line); "
+                         "save the file as UTF-8") from e
+    return line.removeprefix("\ufeff") if first else line
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a parsed value's type ("string", "number", "list", ...)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {type(None): "null", str: "string", list: "list", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def _check_row(rec: dict, where: str) -> None:
+    """Raises ValueError (naming `where`, i.e. file:line) for a missing or mistyped field of one record."""
+    for key in ("id", "reference"):
+        if rec.get(key) is None:
+            raise ValueError(f"{where}: missing {key!r}")
+    if _json_type(rec["id"]) not in ("string", "number") or isinstance(rec["id"], float):
+        raise ValueError(f"{where}: 'id' must be a string or an integer, got {_json_type(rec['id'])}")
+    for key in ("prediction", "reference"):
+        if rec.get(key) is not None and not isinstance(rec[key], str):
+            raise ValueError(f"{where}: {key!r} must be a string, got {_json_type(rec[key])}")
+    labels = rec.get("labels_true")
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+        got = f"the string {labels!r}" if isinstance(labels, str) else _json_type(labels)
+        if isinstance(labels, list):
+            got = "a list holding a " + next(_json_type(x) for x in labels if not isinstance(x, str))
+        raise ValueError(f'{where}: \'labels_true\' must be a list of label strings (e.g. ["NORM"]), got {got}')
+    probs = rec.get("label_probs")
+    if probs is not None and not (isinstance(probs, dict) and all(_json_type(v) == "number" for v in probs.values())):
+        raise ValueError(f"{where}: 'label_probs' must be an object of label -> probability, got "
+                         + (f"a {_json_type(probs)}" if not isinstance(probs, dict) else "a non-numeric probability"))
+
+
+def bound_lengths(records: list[dict], limit: int = MAX_TEXT_CHARS) -> tuple[list[dict], int]:
+    """Copies of `records` whose ``prediction``/``reference`` are cut to `limit` characters.
+
+    Returns:
+        (the records, the number of records with a text cut); records without a long text are passed through.
+    """
+    out, n_cut = [], 0
+    for r in records:
+        long = [k for k in ("prediction", "reference") if isinstance(r.get(k), str) and len(r[k]) > limit]
+        if long:
+            n_cut += 1
+            r = {**r, **{k: r[k][:limit] for k in long}}
+        out.append(r)
+    if n_cut:
+        warnings.warn(f"{n_cut} of {len(records)} records have a prediction or reference longer than {limit:,} "
+                      f"characters; truncated to {limit:,} for scoring (n_truncated)", stacklevel=3)
+    return out, n_cut
 
 
 def _texts(records: list[dict]) -> tuple[list[str], list[str], int]:
@@ -210,12 +278,13 @@ def evaluate_records(
     groups = resolve_groups(metrics)
     if not records:
         raise ValueError("no records to evaluate")
+    records, n_truncated = bound_lengths(records)
     scored = _Scored(records, groups, bertscore_model, meteor)
     if scored.n_empty:
         warnings.warn(f"{scored.n_empty} of {scored.n} predictions are empty; scored as empty strings", stacklevel=2)
     out: dict = {k: v for k, v in scored.point().items()}
     out.update(scored.info)
-    out.update(n=scored.n, n_empty=scored.n_empty, n_bootstrap=n_bootstrap, seed=seed)
+    out.update(n=scored.n, n_empty=scored.n_empty, n_truncated=n_truncated, n_bootstrap=n_bootstrap, seed=seed)
     if n_bootstrap > 0:
         boot = scored.boot(n_bootstrap, seed)
         out["ci95"] = {k: percentile_ci(v) for k, v in boot.items()}
@@ -252,6 +321,7 @@ def compare_records(
     if bad:
         raise ValueError(f"references differ between the files for ids {bad[:5]}")
     groups = resolve_groups(metrics)
+    records_a, matched_b = bound_lengths(records_a)[0], bound_lengths(matched_b)[0]
     own = meteor is None and "meteor" in groups
     meteor = MeteorProcess() if own else meteor
     try:

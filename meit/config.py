@@ -129,8 +129,13 @@ class DataConfig:
     """Records in the synthetic dataset."""
     synthetic_seed: int = 0
     """Seed of the synthetic dataset (same seed, same records)."""
+    split: Literal["folds", "patient"] = "folds"
+    """Train/val/test split: `folds` (PTB-XL's standard strat_fold 1-8 / 9 / 10; a dataset without folds, such as
+    MIMIC-IV-ECG, is split by patient) or `patient` (seeded by `split_seed`: each patient's records in one split,
+    80/10/10 of the patients, whatever folds the records carry). An empty validation split is trained without
+    validation (with a warning); an empty train or test split is an error."""
     split_seed: int = 0
-    """Seed of the train/val/test split where the dataset has no official folds."""
+    """Seed of the patient split (`split: patient`, or a dataset without folds)."""
     batch_size: int = 32
     """Training batch size."""
     eval_batch_size: int = 64

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from meit.data.cache import SignalCache
 from meit.data.dataset import ECGReportDataset
 from meit.data.sources import Source, open_source
 from meit.data.splits import split_records
+from meit.errors import UserFacingError
 from meit.fusion.splice import splice
 from meit.locks import build_folder
 
@@ -164,6 +166,7 @@ class MEITDataModule(L.LightningDataModule):
         self.datasets: dict[str, ECGReportDataset] = {}
         self.train_sampler: ResumableSampler | None = None
         self._resume_at: tuple[int, int] | None = None
+        self.notes: list[str] = []  # what the run summary must say about the data (e.g. no validation split)
 
     def prepare_data(self) -> None:
         """Writes the synthetic dataset once (a no-op for real datasets and when cached)."""
@@ -171,19 +174,45 @@ class MEITDataModule(L.LightningDataModule):
             synthetic_root(self.cfg)
 
     def setup(self, stage: str | None = None) -> None:
-        """Opens the dataset, splits it and builds (once) the signal cache of each split."""
+        """Opens the dataset, splits it (`--data.split`) and builds (once) the signal cache of each split.
+
+        An empty validation split (e.g. a PTB-XL subset without a fold-9 record) is left out with a warning: the run
+        trains without validation and its summary says so. An empty train or test split is an error.
+        """
         if self.datasets:
             return
         self.source = open_dataset(self.cfg)
-        splits = split_records(self.source, seed=self.cfg.split_seed)
+        splits = split_records(self.source, seed=self.cfg.split_seed, method=self.cfg.split)
         signals = cache_dir(self.cfg) / "signals"
         for name, records in splits.items():
-            if not records:
-                raise ValueError(f"the {name} split of {self.source.root} is empty")
-            # Worker processes pay a start-up cost (spawn + imports) that only large splits earn back.
-            workers = 1 if len(records) < PARALLEL_CACHE_MIN else min(4, os.cpu_count() or 1)
-            cache = SignalCache.build(self.source, records, self.cfg.n_samples, signals, split=name, workers=workers)
-            self.datasets[name] = ECGReportDataset(cache, records)
+            dataset = None
+            if records:
+                # Worker processes pay a start-up cost (spawn + imports) that only large splits earn back.
+                workers = 1 if len(records) < PARALLEL_CACHE_MIN else min(4, os.cpu_count() or 1)
+                cache = SignalCache.build(self.source, records, self.cfg.n_samples, signals, split=name,
+                                          workers=workers)
+                dataset = ECGReportDataset(cache, records)
+            if dataset is not None and len(dataset):
+                self.datasets[name] = dataset
+            elif name == "val":
+                self._no_validation(len(records))
+            else:
+                problem = f"the {name} split of {self.source.root} is empty"
+                if records:
+                    problem += f" (none of its {len(records)} records has a usable signal)"
+                raise UserFacingError(f"--data.split {self.cfg.split}", problem + self._split_hint())
+
+    def _split_hint(self) -> str:
+        if self.cfg.split == "folds" and any(r.fold is not None for r in self.source.records):
+            return " (PTB-XL folds: 1-8 train, 9 val, 10 test); `--data.split patient` splits by patient instead"
+        return ""
+
+    def _no_validation(self, n_records: int) -> None:
+        reason = f"none of its {n_records} records has a usable signal" if n_records else "no record falls in it"
+        note = (f"the val split of {self.source.root} is empty ({reason}; --data.split {self.cfg.split}"
+                f"{self._split_hint()}): training without validation")
+        self.notes.append(note)
+        warnings.warn(note, stacklevel=2)
 
     def train_reports(self) -> list[str]:
         """The training split's reports (the embedded backbone's pre-training corpus)."""
@@ -233,7 +262,11 @@ class MEITDataModule(L.LightningDataModule):
         if self.train_sampler is not None:
             self.train_sampler.resume_at = self._resume_at
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        """The validation batches; no loader (an empty list) when the validation split is empty."""
+        self.setup()
+        if "val" not in self.datasets:
+            return []
         return self._loader("val", self.cfg.eval_batch_size, False, self.collator())
 
     def test_dataloader(self) -> DataLoader:

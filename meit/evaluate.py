@@ -17,7 +17,7 @@ from pathlib import Path
 from meit.atomic import write_json, write_text
 from meit.errors import UserFacingError
 from meit.eval import compare_records, evaluate_records, read_predictions
-from meit.eval.core import GROUP_KEYS
+from meit.eval.core import GROUP_KEYS, MAX_TEXT_CHARS
 from meit.eval.labeller_check import check_labeller, format_check
 
 ORDER = [k for keys in GROUP_KEYS.values() for k in keys]
@@ -64,7 +64,10 @@ def to_markdown(metrics: dict, compare: dict | None = None) -> str:
     header, rows = table_rows(metrics, compare)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    note = f"n = {metrics['n']} ({metrics['n_empty']} empty predictions)"
+    note = f"n = {metrics['n']} ({metrics['n_empty']} empty predictions"
+    if metrics.get("n_truncated"):
+        note += f", {metrics['n_truncated']} truncated to {MAX_TEXT_CHARS:,} characters"
+    note += ")"
     if "bertscore_model" in metrics:
         note += f"; BERTScore model: {metrics['bertscore_model']} (rescaled: {metrics['bertscore_rescaled']})"
     return "\n".join(lines) + f"\n\n{note}\n"
@@ -76,7 +79,10 @@ def print_table(metrics: dict, compare: dict | None = None) -> None:
     from rich.table import Table
 
     header, rows = table_rows(metrics, compare)
-    table = Table(title=f"n = {metrics['n']}, empty predictions = {metrics['n_empty']}")
+    title = f"n = {metrics['n']}, empty predictions = {metrics['n_empty']}"
+    if metrics.get("n_truncated"):
+        title += f", truncated to {MAX_TEXT_CHARS:,} characters = {metrics['n_truncated']}"
+    table = Table(title=title)
     for h in header:
         table.add_column(h, justify="left" if h == "metric" else "right")
     for r in rows:
@@ -104,7 +110,7 @@ def labeller_main(argv: list[str]) -> int:
     args = build_labeller_parser().parse_args(argv)
     try:
         result = check_labeller(args.ptbxl_database, args.min_likelihood)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, UserFacingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else format_check(result), end="\n" if args.json else "")

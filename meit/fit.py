@@ -82,12 +82,15 @@ class _DropLightningTips(logging.Filter):
 
 
 def quiet_lightning() -> None:
-    """Silences the output a run does not act on: Lightning's advertising tips, and torch 2.13's FutureWarning about
-    `LeafSpec` raised inside Lightning's own `_pytree` helper (not a call of this project's)."""
+    """Silences the output a run does not act on: Lightning's advertising tips, torch 2.13's FutureWarning about
+    `LeafSpec` raised inside Lightning's own `_pytree` helper (not a call of this project's), and Lightning's
+    zero-length warning for the absent val loader of an empty validation split (`MEITDataModule` warns itself)."""
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropLightningTips) for f in rank_zero.filters):
         rank_zero.addFilter(_DropLightningTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+    # An empty validation split gives no val loader (an empty list): the data module has warned and the summary says so.
+    warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
 
 
 class MEITCLI(LightningCLI):
@@ -244,6 +247,8 @@ def fit(cli: MEITCLI) -> Path:
         save_run(run_dir, module)
     info = {"trainable_parameters": module.count_trainable(), "train_steps": trainer.global_step,
             "n_records": {name: len(ds) for name, ds in dm.datasets.items()}, "backbone": module.backbone_reference}
+    if dm.notes:  # e.g. trained without validation (an empty val split)
+        info["notes"] = list(dm.notes)
     if not cfg.test.skip:
         tick = time.perf_counter()
         batches = trainer.predict(module, dataloaders=dm.predict_dataloader("test", cfg.test.limit))
@@ -285,6 +290,7 @@ def summary(run_dir: Path) -> str:
     info = read_run_json(run_dir / "run.json")
     lines = [f"trained {info['train_steps']} steps in {info['timings']['train_s']} s "
              f"({info['trainable_parameters']:,} trainable parameters), total {info['timings']['total_s']} s"]
+    lines += [f"note: {note}" for note in info.get("notes", [])]
     metrics = info.get("metrics") or {}
     keys = ("bleu_4", "meteor", "rouge_l", "cider_d", "bertscore_f1", "label_macro_f1", "probe_label_macro_f1")
     if metrics:

@@ -121,7 +121,7 @@ def open_split(cfg: DataConfig, split: str = "test", limit: int | None = None, w
     from meit.datamodule import cache_dir, open_dataset
 
     source = open_dataset(cfg)
-    records = split_records(source, seed=cfg.split_seed)[split]
+    records = split_records(source, seed=cfg.split_seed, method=cfg.split)[split]
     if not records:
         raise ValueError(f"the {split} split of {source.root} is empty")
     cache = SignalCache.build(source, records, cfg.n_samples, cache_dir(cfg) / "signals", split=split,

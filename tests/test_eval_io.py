@@ -102,3 +102,81 @@ def test_cli_writes_metrics_and_markdown(tmp_path, capsys):
     bad = _write(tmp_path / "bad.jsonl", ["{"])
     assert main([str(bad)]) == 2
     assert "bad.jsonl:1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "field, message",
+    [
+        ('"labels_true": "NORM"', r"'labels_true' must be a list of label strings .*got the string 'NORM'"),
+        ('"labels_true": 5', r"'labels_true' must be a list of label strings .*got number"),
+        ('"labels_true": ["NORM", 3]', r"'labels_true' .*got a list holding a number"),
+        ('"prediction": 5', r"'prediction' must be a string, got number"),
+        ('"prediction": ["a"]', r"'prediction' must be a string, got list"),
+        ('"reference": {"a": 1}', r"'reference' must be a string, got object"),
+        ('"id": [1]', r"'id' must be a string or an integer, got list"),
+        ('"label_probs": ["NORM"]', r"'label_probs' must be an object of label -> probability, got a list"),
+        ('"label_probs": {"NORM": "high"}', r"'label_probs' .*non-numeric probability"),
+    ],
+)
+def test_mistyped_fields_name_file_and_line(tmp_path, field, message):
+    row = {"id": 1, "prediction": "sinus rhythm", "reference": "sinus rhythm", **json.loads("{" + field + "}")}
+    p = _write(tmp_path / "p.jsonl", ['{"id": 0, "prediction": "a", "reference": "b"}', json.dumps(row)])
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: " + message):
+        read_predictions(p)
+
+
+def test_labels_true_list_is_kept(tmp_path):
+    p = _write(tmp_path / "p.jsonl", ['{"id": 0, "prediction": "a", "reference": "b", "labels_true": ["NORM"]}'])
+    assert read_predictions(p)[0]["labels_true"] == ["NORM"]
+
+
+def test_non_utf8_bytes_name_file_and_line(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_bytes(b'{"id": 0, "prediction": "a", "reference": "b"}\n{"id": 1, "prediction": "ver\xe4ndert", '
+                  b'"reference": "b"}\n')
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: not valid UTF-8 \(byte 0xe4 at byte 29 of the line\)"):
+        read_predictions(p)
+    p.write_bytes(b'\xef\xbb\xbf{"id": 0, "prediction": "a", "reference": "b"}\n')  # a UTF-8 byte-order mark is fine
+    assert read_predictions(p)[0]["id"] == "0"
+
+
+def test_evaluate_cli_reports_a_mistyped_row_without_traceback(tmp_path, capsys):
+    from meit.evaluate import main
+
+    p = _write(tmp_path / "p.jsonl", ['{"id": 0, "prediction": "a", "reference": "b", "labels_true": "NORM"}'])
+    assert main([str(p), "--metrics", "bleu", "--n-bootstrap", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {p}:1: 'labels_true' must be a list") and "Traceback" not in err
+
+
+def test_pathological_lengths_are_truncated_and_counted(tmp_path):
+    from meit.eval import evaluate_records
+    from meit.eval.core import MAX_TEXT_CHARS
+
+    long = "sinus rhythm with premature ventricular complexes " * 100_000  # 5 MB
+    records = [{"id": "0", "prediction": long, "reference": "sinus rhythm"},
+               {"id": "1", "prediction": "normal ecg", "reference": "normal ecg " * 2_000},
+               {"id": "2", "prediction": "normal ecg", "reference": "normal ecg"}]
+    with pytest.warns(UserWarning, match=r"2 of 3 records .* longer than 10,000 characters; truncated"):
+        out = evaluate_records(records, metrics=["bleu", "rouge", "cider"], n_bootstrap=0)
+    assert out["n_truncated"] == 2 and out["n"] == 3
+    bounded = [dict(r, prediction=r["prediction"][:MAX_TEXT_CHARS], reference=r["reference"][:MAX_TEXT_CHARS])
+               for r in records]
+    same = evaluate_records(bounded, metrics=["bleu", "rouge", "cider"], n_bootstrap=0)
+    assert same["n_truncated"] == 0 and {k: out[k] for k in ("bleu_4", "rouge_l", "cider_d")} == {
+        k: same[k] for k in ("bleu_4", "rouge_l", "cider_d")}
+    assert len(records[0]["prediction"]) > MAX_TEXT_CHARS  # the caller's records are not changed
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not java_available(), reason="needs java")
+def test_a_5mb_prediction_does_not_crash_meteor(tmp_path):
+    from meit.evaluate import main
+
+    long = "sinus rhythm with premature ventricular complexes " * 100_000
+    p = _write(tmp_path / "p.jsonl", [json.dumps({"id": 0, "prediction": long, "reference": "sinus rhythm"}),
+                                      json.dumps({"id": 1, "prediction": "normal ecg", "reference": "normal ecg"})])
+    with pytest.warns(UserWarning, match="truncated"):
+        assert main([str(p), "--metrics", "meteor", "--n-bootstrap", "0"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["n_truncated"] == 1 and 0 < metrics["meteor"] < 1

@@ -20,9 +20,10 @@ MEASUREMENT_KEYS = ("heart_rate_bpm", "rr_irregularity", "qrs_ms", "pr_ms", "qrs
                     "max_qrs_amplitude_mv", "sokolow_lyon_mv", "cornell_mv", "max_limb_qrs_mv")
 
 
-def _r_peaks(signal: np.ndarray, fs: float) -> np.ndarray:
-    lead = np.nan_to_num(signal[LEAD_INDEX["II"]].astype(np.float64))
-    _, info = ecg_peaks(ecg_clean(lead, sampling_rate=int(fs)), sampling_rate=int(fs))
+def r_peaks(signal: np.ndarray, fs: float, lead: str = "II") -> np.ndarray:
+    """Sample indices of the R peaks neurokit2 finds on one cleaned lead of a (12, T) signal (default lead II)."""
+    trace = np.nan_to_num(signal[LEAD_INDEX[lead]].astype(np.float64))
+    _, info = ecg_peaks(ecg_clean(trace, sampling_rate=int(fs)), sampling_rate=int(fs))
     return np.asarray(info["ECG_R_Peaks"], dtype=int)
 
 
@@ -95,7 +96,7 @@ def measure_ecg(signal: np.ndarray, fs: float) -> dict:
     out: dict = dict.fromkeys(MEASUREMENT_KEYS)
     out["source"] = "neurokit2"
     try:
-        peaks = _r_peaks(signal, fs)
+        peaks = r_peaks(signal, fs)
     except (ValueError, IndexError):  # neurokit2 fails on flat or too-short signals
         return out
     if len(peaks) < 3:

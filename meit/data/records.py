@@ -31,7 +31,13 @@ MOSTLY_NAN = 0.5
 
 _UNIT_TO_MV = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nv": 1e-6}
 # Bytes per sample of the WFDB formats whose file size we can check exactly.
-_FORMAT_BYTES = {"8": 1.0, "16": 2.0, "24": 3.0, "32": 4.0, "61": 2.0, "80": 1.0, "160": 2.0, "212": 1.5}
+_FORMAT_BYTES = {"8": 1.0, "16": 2.0, "24": 3.0, "32": 4.0, "61": 2.0, "80": 1.0, "160": 2.0, "212": 1.5,
+                 "310": 4 / 3, "311": 4 / 3}
+# What a header may make the reader allocate: the sampling rate of any ECG device, and at most the samples of a
+# 10-minute 12-lead record at 1000 Hz (~58 MB as float64). Checked before any sample is read.
+SAMPLING_RATE_RANGE = (50.0, 10_000.0)
+MAX_DURATION_S = 600.0
+MAX_SIGNAL_SAMPLES = 12 * 600 * 1000
 
 
 @dataclass(frozen=True)
@@ -252,8 +258,23 @@ def read_header(path: Path):
     if len(header.sig_name) != header.n_sig or len(header.file_name) != header.n_sig:
         raise RecordError(header_file, f"header declares {header.n_sig} signals but lists {len(header.sig_name)}",
                           "bad_header")
+    _check_bounds(header_file, header)
     _check_signal_files(path, header)
     return header
+
+
+def _check_bounds(header_file: Path, header) -> None:
+    """Refuses a header whose rate, length or sample count no ECG has (it would make the reader allocate GBs)."""
+    low, high = SAMPLING_RATE_RANGE
+    fs, length = float(header.fs), int(header.sig_len)
+    if not low <= fs <= high:
+        raise RecordError(header_file, f"sampling frequency {fs:g} Hz is outside {low:g}..{high:g} Hz", "bad_header")
+    if length / fs > MAX_DURATION_S:
+        raise RecordError(header_file, f"header declares {length} samples at {fs:g} Hz ({length / fs:.0f} s), longer "
+                          f"than {MAX_DURATION_S:.0f} s", "bad_header")
+    if length * header.n_sig > MAX_SIGNAL_SAMPLES:
+        raise RecordError(header_file, f"header declares {header.n_sig} signals x {length} samples, more than "
+                          f"{MAX_SIGNAL_SAMPLES:,} in all", "bad_header")
 
 
 def _check_signal_files(path: Path, header) -> None:
@@ -386,11 +407,46 @@ def fit_length(signal: np.ndarray, n_samples: int) -> np.ndarray:
     return np.pad(signal, pad)
 
 
+def read_standard_leads(path: Path, refuse_flat: bool = True) -> tuple[np.ndarray, float, tuple[str, ...]]:
+    """Reads one WFDB record's 12 standard leads at its own rate: read (mV), select the leads by name, repair
+    short NaN runs and (by default) refuse flat leads.
+
+    Args:
+        path: record path without extension.
+        refuse_flat: raise for a constant lead (training data); False leaves flat leads to `meit.data.quality`.
+
+    Returns:
+        (float64 (12, T) signal in mV, sampling rate in Hz, repairs made, e.g. `nan_interpolated`).
+
+    Raises:
+        RecordError: with a reason key for every kind of bad input.
+    """
+    raw, names, fs = read_wfdb(path)
+    signal = select_leads(raw, names, path)
+    signal, interpolated = repair_nonfinite(signal, path)
+    flat = [lead for lead, row in zip(STANDARD_LEADS, signal) if np.ptp(row) == 0]
+    if flat and refuse_flat:
+        raise RecordError(path, f"flat (constant) lead(s): {', '.join(flat)}", "flat_leads")
+    return signal, fs, ("nan_interpolated",) if interpolated else ()
+
+
+def conform_signal(signal: np.ndarray, fs: float, sampling_rate: float, n_samples: int, path: Path) -> np.ndarray:
+    """Resamples (polyphase) a (12, T) signal to `sampling_rate` and crops/pads it to `n_samples`, as float32.
+
+    Raises:
+        RecordError: `bad_dat` when resampling produced non-finite values.
+    """
+    signal = fit_length(resample(signal, fs, sampling_rate), n_samples).astype(np.float32)
+    if not np.isfinite(signal).all():
+        raise RecordError(path, "non-finite values after resampling", "bad_dat")
+    return np.ascontiguousarray(signal)
+
+
 def load_signal(path: Path, sampling_rate: float, n_samples: int) -> LoadedSignal:
     """Reads one WFDB record as a float32 (12, n_samples) array in mV at `sampling_rate`.
 
     Steps: read (mV), select the standard leads by name, repair short NaN runs, refuse flat leads,
-    resample (polyphase), crop/pad.
+    resample (polyphase), crop/pad (`read_standard_leads`, then `conform_signal`).
 
     Args:
         path: record path without extension.
@@ -403,13 +459,5 @@ def load_signal(path: Path, sampling_rate: float, n_samples: int) -> LoadedSigna
     Raises:
         RecordError: with a reason key for every kind of bad input.
     """
-    raw, names, fs = read_wfdb(path)
-    signal = select_leads(raw, names, path)
-    signal, interpolated = repair_nonfinite(signal, path)
-    flat = [lead for lead, row in zip(STANDARD_LEADS, signal) if np.ptp(row) == 0]
-    if flat:
-        raise RecordError(path, f"flat (constant) lead(s): {', '.join(flat)}", "flat_leads")
-    signal = fit_length(resample(signal, fs, sampling_rate), n_samples).astype(np.float32)
-    if not np.isfinite(signal).all():
-        raise RecordError(path, "non-finite values after resampling", "bad_dat")
-    return LoadedSignal(np.ascontiguousarray(signal), ("nan_interpolated",) if interpolated else ())
+    signal, fs, repairs = read_standard_leads(path)
+    return LoadedSignal(conform_signal(signal, fs, sampling_rate, n_samples, path), repairs)

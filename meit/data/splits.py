@@ -1,8 +1,12 @@
 """Train/val/test splits that never put one patient in two splits.
 
-PTB-XL records carry `strat_fold` (1..10): folds 1-8 train, 9 val, 10 test (the standard split;
-PTB-XL assigns whole patients to a fold). Records without folds (MIMIC-IV-ECG) are split by patient:
-each patient id is hashed with the seed into [0, 1) and placed by the split fractions (~80/10/10).
+`split_records` is the one split function (training, evaluation, inspection), with two methods
+(`--data.split`):
+- `folds` (default): PTB-XL records carry `strat_fold` (1..10): folds 1-8 train, 9 val, 10 test (the
+  standard split; PTB-XL assigns whole patients to a fold). Records without folds (MIMIC-IV-ECG) have no
+  standard split and are split by patient, as with `patient`.
+- `patient`: each patient id is hashed with the seed into [0, 1) and placed by the split fractions
+  (80/10/10, the shares of PTB-XL's 8/1/1 folds), whatever folds the records carry.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from collections.abc import Sequence
 
 from meit.data.records import ECGRecord
 from meit.data.sources import Source
+from meit.errors import UserFacingError
 
 SPLITS = ("train", "val", "test")
+SPLIT_METHODS = ("folds", "patient")
 FOLD_SPLIT = {**{fold: "train" for fold in range(1, 9)}, 9: "val", 10: "test"}
 
 
@@ -70,7 +76,7 @@ def check_disjoint_patients(splits: dict[str, list[ECGRecord]]) -> None:
 
 
 def split_records(
-    source: Source, seed: int = 0, records: Sequence[ECGRecord] | None = None
+    source: Source, seed: int = 0, records: Sequence[ECGRecord] | None = None, method: str = "folds"
 ) -> dict[str, list[ECGRecord]]:
     """The train/val/test split of a source's records.
 
@@ -78,16 +84,19 @@ def split_records(
         source: the dataset.
         seed: seeds the patient hash (ignored by PTB-XL's fixed folds).
         records: a subset to split instead of `source.records` (e.g. records whose signals are valid).
+        method: `folds` (PTB-XL's strat_fold when every record has one, otherwise by patient) or `patient`.
 
     Returns:
-        {"train", "val", "test"} -> records; PTB-XL by strat_fold when every record has one, otherwise
-        by patient.
+        {"train", "val", "test"} -> records, each in input order (a split may be empty).
 
     Raises:
+        UserFacingError: an unknown `method` (naming `--data.split`).
         ValueError: if a patient would be in two splits.
     """
+    if method not in SPLIT_METHODS:
+        raise UserFacingError("--data.split", f"unknown split {method!r}; choose from {', '.join(SPLIT_METHODS)}")
     records = list(source.records if records is None else records)
-    if records and all(r.fold is not None for r in records):
+    if method == "folds" and records and all(r.fold is not None for r in records):
         splits = split_by_fold(records)
     else:
         splits = split_by_patient(records, seed)
