@@ -74,6 +74,9 @@ def resolve_backbone(cfg: ModelConfig, corpus: Sequence[str] | None = None, extr
     if cfg.llm == SMOLLM2:
         path = smollm2_folder(cache_root(cfg))
         return {"llm": cfg.llm, "path": str(path), "hash": _read_meta(path).get("hash")}
+    if Path(cfg.llm).is_dir():  # a model folder: its build hash, or a fingerprint, lets a saved run verify it later
+        folder = Path(cfg.llm)
+        return {"llm": cfg.llm, "path": cfg.llm, "hash": _read_meta(folder).get("hash") or folder_fingerprint(folder)}
     return {"llm": cfg.llm, "path": cfg.llm, "hash": None}
 
 
@@ -187,7 +190,7 @@ def verify_saved_reference(reference: Any, source: Path, allow_unverified: bool 
     elif not digest:
         problem = f'"hash" is null: nothing verifies that {path} holds the backbone this run was trained with'
     else:
-        found = _read_meta(folder).get("hash")
+        found = folder_hash(folder, digest)
         if found == digest:
             return True
         problem = (f'{path} holds backbone {str(found)[:16]} instead of {str(digest)[:16]}' if found else
@@ -407,8 +410,42 @@ def _read_meta(folder: Path) -> dict:
     return meta
 
 
-def _check_hash(folder: Path, digest: str) -> None:
+FINGERPRINT_PREFIX = "files-sha256:"
+"""Marks a hash that `folder_fingerprint` computed (a model folder MEIT did not build), not a build's content hash."""
+FINGERPRINT_FULL_BYTES = 16 << 20
+"""Files up to this size are hashed whole; of larger ones (weight shards) the size, the first and the last MiB."""
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """A fingerprint of a model folder MEIT did not build (a downloaded LLM): every file's relative name and size,
+    small files' bytes (config, tokenizer) and the first and last MiB of large ones (weight shards; reading all of
+    a 7B model's 14 GB would take minutes). Any edit of a config or tokenizer, and any replaced shard, changes it.
+    """
+    h = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.relative_to(folder).parts):
+        size = file.stat().st_size
+        h.update(f"{file.relative_to(folder).as_posix()}\0{size}\0".encode())
+        with file.open("rb") as f:
+            if size <= FINGERPRINT_FULL_BYTES:
+                h.update(f.read())
+            else:
+                h.update(f.read(1 << 20))
+                f.seek(size - (1 << 20))
+                h.update(f.read())
+    return FINGERPRINT_PREFIX + h.hexdigest()
+
+
+def folder_hash(folder: Path, digest: str | None = None) -> str | None:
+    """The hash a backbone folder has now: its build's `meit_backbone.json` hash, or (for a folder without one, when
+    `digest` is a fingerprint) its `folder_fingerprint`; None when it has neither."""
     found = _read_meta(folder).get("hash")
+    if found is None and str(digest).startswith(FINGERPRINT_PREFIX):
+        return folder_fingerprint(folder)
+    return found
+
+
+def _check_hash(folder: Path, digest: str) -> None:
+    found = folder_hash(folder, digest)
     if found != digest:
         problem = "is missing" if found is None else f"holds backbone {found[:16]} instead"
         raise FileNotFoundError(f"backbone folder {folder} {problem} (expected hash {digest[:16]}); rebuild it by "

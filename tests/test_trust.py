@@ -137,3 +137,29 @@ def test_fit_refuses_a_backbone_with_auto_map_without_its_flag(trained, tmp_path
     assert exit_info.value.code == 2
     assert f"error: {folder / 'config.json'}: declares its own Python code" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_a_downloaded_model_folder_is_verified_by_its_fingerprint(trained, tmp_path):
+    from meit.backbone import META_FILE, folder_fingerprint
+
+    run_dir = copy_run(trained, tmp_path)
+    folder = Path(shutil.copytree(reference(run_dir)["path"], tmp_path / "downloaded-llm"))
+    (folder / META_FILE).unlink()  # a folder MEIT did not build: no build hash
+    set_reference(run_dir, path=str(folder), hash=folder_fingerprint(folder))
+    module, _, _ = load_run(run_dir)  # verified without --allow_unverified_backbone
+    assert module is not None
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 0.5}))
+    with pytest.raises(RunFileError, match=r"backbone\.json: .*downloaded-llm holds backbone files-sha256"):
+        load_run(run_dir)
+
+
+def test_fit_on_a_model_folder_saves_its_fingerprint(trained, tmp_path):
+    from meit.backbone import FINGERPRINT_PREFIX, META_FILE
+
+    folder = Path(shutil.copytree(reference(trained)["path"], tmp_path / "downloaded-llm"))
+    (folder / META_FILE).unlink()
+    run_dir = fit_main(tiny_args(tmp_path / "cache", tmp_path / "run", "--test.skip", "true",
+                                 "--model.llm", str(folder)))
+    assert reference(run_dir)["hash"].startswith(FINGERPRINT_PREFIX)
+    assert load_run(run_dir)[0] is not None
