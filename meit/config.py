@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from jsonargparse.typing import PositiveInt
+
 from meit.vision_llm import VisionLLMConfig
 
 MEIT_INSTRUCTION = "generate a description of the ECG embeddings:"
@@ -185,6 +187,10 @@ class TestConfig:
 
     max_new_tokens: int = 64
     """Longest generated report in tokens."""
+    num_beams: PositiveInt = 1
+    """Beams of the test generation: 1 = greedy (the default; MEIT's evaluation decodes greedily), > 1 = beam search
+    ranked by mean token log-probability (fusion models: `meit.fusion.beam`; Mllama: Hugging Face's `generate`).
+    Saved runs (`meit.report`, robustness, zero-shot) decode with the run's setting."""
     limit: int | None = None
     """Generate for at most this many test records (all when unset)."""
     bertscore_model: str | None = None

@@ -41,9 +41,8 @@ from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
 from meit.data.mimic import machine_measurements_for
 from meit.datamodule import MEITDataModule
 from meit.errors import UserFacingError
-from meit.image_branch import build_module, needs_text_backbone
+from meit.image_branch import build_module, check_config, make_datamodule, make_module, needs_text_backbone
 from meit.locks import remove_stale_pid_temps
-from meit.module import MEITModule
 from meit.probe import probe_run
 from meit.progress import LineProgress
 from meit.report_html import write_report_safely
@@ -128,15 +127,12 @@ class MEITCLI(LightningCLI):
         self.run_config = RunConfig(**{k: init[k] for k in CONFIG_GROUPS})
         self.run_dir = choose_run_dir(init.run_dir)
         self.config["run_dir"] = str(self.run_dir)
+        self.model = make_module(self.run_config)
         if self.run_config.model.branch == "image":  # rendered pages; the encoder model or LLaMA 3.2 Vision
-            from meit.image_branch import check_config, make_datamodule, make_module
-
             check_config(self.run_config)
-            self.model = make_module(self.run_config)
             self.datamodule = make_datamodule(self.run_config, self.model)
         else:
             self.datamodule = MEITDataModule(self.run_config.data)
-            self.model = MEITModule(self.run_config.model, self.run_config.optim, self.run_config.test.max_new_tokens)
         self.trainer = self.instantiate_trainer(**self._trainer_overrides(dict(init.trainer)))
 
     def _trainer_overrides(self, trainer: dict[str, Any]) -> dict[str, Any]:

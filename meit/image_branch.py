@@ -190,8 +190,8 @@ class MllamaModule(MEITModule):
     input_kind = "image"
 
     def __init__(self, model: ModelConfig | None = None, optim: OptimConfig | None = None, max_new_tokens: int = 64,
-                 instruction: str | None = None) -> None:
-        super().__init__(model, optim, max_new_tokens)
+                 instruction: str | None = None, num_beams: int = 1) -> None:
+        super().__init__(model, optim, max_new_tokens, num_beams)
         self.instruction = instruction or DataConfig().instruction
 
     def build(self, backbone: Any, device_type: str = "cpu") -> None:
@@ -235,12 +235,12 @@ class MllamaModule(MEITModule):
                          prompt_mask: torch.Tensor | None = None) -> list[str]:
         """Greedy reports for (B, 3, H, W) page tensors; the text prompt is the chat template around the run's
         instruction (`prompt_ids` / `prompt_mask` are accepted for interface compatibility and not used)."""
-        return self.net.generate(ecg, self.instruction, max_new_tokens=self.max_new_tokens)
+        return self.net.generate(ecg, self.instruction, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
         """One encoded generation batch -> `predictions.jsonl` rows."""
         encoded = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        texts = self.net.generate(encoded, max_new_tokens=self.max_new_tokens)
+        texts = self.net.generate(encoded, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
         return [
             {"id": i, "prediction": p, "reference": r, "labels_true": y}
             for i, p, r, y in zip(batch["ids"], texts, batch["reports"], batch["labels_true"])
@@ -293,8 +293,8 @@ def build_module(module: MEITModule, backbone: Any, device_type: str) -> None:
 def make_module(cfg: RunConfig) -> MEITModule:
     """The LightningModule of a run config: `MllamaModule` for `image_model: mllama`, else `MEITModule`."""
     if cfg.model.branch == "image" and cfg.model.image_model == "mllama":
-        return MllamaModule(cfg.model, cfg.optim, cfg.test.max_new_tokens, cfg.data.instruction)
-    return MEITModule(cfg.model, cfg.optim, cfg.test.max_new_tokens)
+        return MllamaModule(cfg.model, cfg.optim, cfg.test.max_new_tokens, cfg.data.instruction, cfg.test.num_beams)
+    return MEITModule(cfg.model, cfg.optim, cfg.test.max_new_tokens, cfg.test.num_beams)
 
 
 def make_datamodule(cfg: RunConfig, module: Any) -> MEITDataModule:

@@ -26,14 +26,16 @@ class MEITModule(L.LightningModule):
         model: backbone, LoRA, encoder and fusion settings.
         optim: optimiser and schedule.
         max_new_tokens: longest generated report (tokens).
+        num_beams: 1 = greedy decoding, > 1 = beam search (`--test.num_beams`).
     """
 
     def __init__(self, model: ModelConfig | None = None, optim: OptimConfig | None = None,
-                 max_new_tokens: int = 64) -> None:
+                 max_new_tokens: int = 64, num_beams: int = 1) -> None:
         super().__init__()
         self.model_cfg = model or ModelConfig()
         self.optim_cfg = optim or OptimConfig()
         self.max_new_tokens = max_new_tokens
+        self.num_beams = num_beams
         self.net: nn.Module | None = None
         self.tokenizer: Any = None
         self.backbone_reference: dict[str, Any] = {}
@@ -124,10 +126,11 @@ class MEITModule(L.LightningModule):
 
     @torch.no_grad()
     def generate_reports(self, ecg: torch.Tensor, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[str]:
-        """Batched greedy decoding with the KV cache; returns the decoded reports."""
+        """Batched greedy (or `num_beams` beam search) decoding with the KV cache; returns the decoded reports."""
         tok = self.tokenizer
         ids = self.net.generate(ecg, prompt_ids, prompt_mask, max_new_tokens=self.max_new_tokens,
-                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                                num_beams=self.num_beams)
         return [text.strip() for text in tok.batch_decode(ids, skip_special_tokens=True)]
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:

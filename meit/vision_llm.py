@@ -517,13 +517,15 @@ class MllamaReportModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, images: Mapping[str, torch.Tensor] | Sequence[ImageLike] | torch.Tensor,
-                 instruction: str | Sequence[str] | None = None, max_new_tokens: int = 64) -> list[str]:
-        """Greedy, batched report generation (left padding, KV cache, cross-attention mask grown per token).
+                 instruction: str | Sequence[str] | None = None, max_new_tokens: int = 64,
+                 num_beams: int = 1) -> list[str]:
+        """Greedy (or beam), batched report generation (left padding, KV cache, cross-attention mask grown per token).
 
         Args:
             images: images, or a batch from `encode(images, instruction)` (no reports).
             instruction: one instruction or one per example (needed with raw images).
             max_new_tokens: longest report in tokens.
+            num_beams: 1 = greedy, > 1 = Hugging Face beam search.
 
         Returns:
             One decoded report per image, special tokens removed, stripped.
@@ -536,7 +538,7 @@ class MllamaReportModel(nn.Module):
         was_training = self.model.training
         self.model.eval()
         try:
-            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                                       eos_token_id=self.stop_ids, pad_token_id=self.pad_id, use_cache=True)
         finally:
             self.model.train(was_training)

@@ -196,3 +196,31 @@ def test_resume_from_a_checkpoint_continues_the_step_count(tiny_run, tmp_path):
     steps = {int(row["step"]) for row in rows if row.get("train/loss")}
     assert steps == {2, 3}  # the resumed run trained steps 2 and 3 only
     assert not list((second / "checkpoints").glob(".*.tmp"))  # none left, and the stale one was removed
+
+
+def test_num_beams_must_be_positive_and_is_named_at_parse_time(capsys):
+    assert print_config(capsys, "--test.num_beams", "3")["test"]["num_beams"] == 3
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--test.num_beams", "0", "--print_config"])
+    assert exit_info.value.code == 2 and "test.num_beams" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_test_num_beams_decodes_the_test_split_with_beam_search(tiny_run, tmp_path):
+    from meit.datamodule import MEITDataModule
+
+    cache, _, _ = tiny_run
+    run_dir = main(tiny_args(cache, tmp_path / "beams", "--test.num_beams", "3"))
+    module, tokenizer, cfg = load_run(run_dir)
+    assert cfg.test.num_beams == 3 and module.num_beams == 3  # saved runs decode with the run's setting
+    saved = [json.loads(line)["prediction"] for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    dm = MEITDataModule(cfg.data)
+    dm.set_tokenizer(tokenizer)
+    beams = []
+    for batch in dm.predict_dataloader("test"):
+        args = (batch["ecg"], batch["input_ids"], batch["attention_mask"])
+        beams += module.generate_reports(*args)
+    assert beams == saved and len(saved) > 0
+    ids = module.net.generate(*args, max_new_tokens=12, eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.pad_token_id, num_beams=3)
+    assert [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)] == beams[-len(ids):]
