@@ -21,7 +21,8 @@ from meit.atomic import write_text
 from meit.config import DataConfig, default_cache_dir
 from meit.data.cache import SignalCache
 from meit.data.dataset import ECGReportDataset
-from meit.data.sources import Source, open_source
+from meit.data.source import Source
+from meit.data.sources import open_source
 from meit.data.splits import split_records
 from meit.errors import UserFacingError
 from meit.fusion.splice import splice

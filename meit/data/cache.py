@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from meit.atomic import write_json
 from meit.data.records import ECGRecord, RecordError, load_signal
-from meit.data.sources import Source
+from meit.data.source import Source
 from meit.locks import exclusive
 
 CACHE_VERSION = 1

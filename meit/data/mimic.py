@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from meit.data.records import ECGRecord, RecordError, clean_text, read_csv_robust, resolve_inside
-from meit.data.sources import Source
+from meit.data.source import Source
 
 RECORD_LIST_CSV = "record_list.csv"
 MEASUREMENTS_CSV = "machine_measurements.csv"

@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Sequence
 
 from meit.data.records import ECGRecord
-from meit.data.sources import Source
+from meit.data.source import Source
 from meit.errors import UserFacingError
 
 SPLITS = ("train", "val", "test")
