@@ -26,6 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from meit.config import DataConfig, ModelConfig, OptimConfig, RunConfig
+from meit.data.image_io import IMAGE_SUFFIXES
+from meit.data.seeding import record_seed
 from meit.datamodule import MEITDataModule
 from meit.module import MEITModule
 
@@ -51,8 +53,6 @@ def image_transform(cfg: DataConfig) -> Any:
 def page_seed(seed: int, record_id: str, *extra: Any) -> int:
     """The render seed of one record (identical to `meit.predict.TransformedSplit` for the same seed), or of one
     (record, epoch) training page when `extra` holds the epoch."""
-    from meit.predict import record_seed
-
     return record_seed(seed, record_id, *extra) % 2**31
 
 
@@ -314,7 +314,6 @@ def image_input(path: str | Path, cfg: RunConfig) -> torch.Tensor:
     """
     from meit.data.image_io import load_ecg_image
     from meit.data.records import load_signal
-    from meit.report import IMAGE_SUFFIXES
 
     size = tuple(cfg.data.image_size)
     if str(path).lower().endswith(IMAGE_SUFFIXES):

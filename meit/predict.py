@@ -14,7 +14,6 @@ so noise goes on the signal before rendering.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from meit.config import DataConfig, RunConfig
+from meit.data.seeding import record_seed
 
 SignalTransform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -129,12 +129,6 @@ def open_split(cfg: DataConfig, split: str = "test", limit: int | None = None, w
     usable = set(cache.ids)
     kept = [r for r in records if r.record_id in usable][:limit]
     return EvalSplit(dataset_label(cfg), cfg, kept, cache, any(r.labels for r in source.records))
-
-
-def record_seed(seed: int, *parts: Any) -> int:
-    """A stable 63-bit seed from a run seed and any labels (noise kind, level, record id)."""
-    text = ":".join(str(p) for p in (seed, *parts))
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
 
 
 class TransformedSplit(Dataset):

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see meit.fit: spinning OpenMP threads stall a shared CPU
 
+from meit.data.image_io import IMAGE_SUFFIXES
+
 if TYPE_CHECKING:
     from meit.data.quality import Quality
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 class ImageForSignalRun(ValueError):

@@ -191,7 +191,8 @@ class ECGPictures:
         from PIL import Image
 
         from meit.data.render import RenderConfig, render_pil
-        from meit.predict import image_renderer, record_seed
+        from meit.data.seeding import record_seed
+        from meit.predict import image_renderer
 
         signal = self.split.cache[self.position[record_id]]
         if self.cfg.model.branch == "image":  # the input image, as `meit.predict.generate` renders it

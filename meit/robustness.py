@@ -114,7 +114,7 @@ def transform_for(condition: Condition, fs: float) -> SignalTransform | None:
 
 def condition_seed(seed: int, condition: Condition) -> int:
     """The seed of one condition's noise (records add their id to it)."""
-    from meit.predict import record_seed
+    from meit.data.seeding import record_seed
 
     return record_seed(seed, condition.noise, repr(condition.level))
 

@@ -23,6 +23,9 @@ from PIL import Image, ImageChops, ImageFilter
 
 from meit.registry import Registry
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+"""File name endings read as ECG images (by `meit.report` and the image branch); anything else is a WFDB record."""
+
 logger = logging.getLogger(__name__)
 
 
