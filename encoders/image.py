@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meit.encoders import register
+from meit.encoders.registry import register
 
 POOLS = ("cls", "global", "adaptive", "all")
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from meit.encoders import register
+from meit.encoders.registry import register
 
 
 class BasicBlock1d(nn.Module):

@@ -8,8 +8,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from meit.fusion import register
 from meit.fusion.base import DecoderInputs, ECGConditionedLM, positions_from_mask
+from meit.fusion.registry import register
 
 
 class GatedCrossAttention(nn.Module):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from meit.fusion import register
 from meit.fusion.base import DecoderInputs, ECGConditionedLM, positions_from_mask
+from meit.fusion.registry import register
 from meit.fusion.splice import prepend_ecg_slots
 
 

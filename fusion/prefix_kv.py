@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
-from meit.fusion import register
 from meit.fusion.base import DecoderInputs, ECGConditionedLM, positions_from_mask
+from meit.fusion.registry import register
 
 
 class PrefixLayer(DynamicLayer):
