@@ -39,6 +39,7 @@ from transformers import (
 )
 
 from meit.atomic import write_json
+from meit.fusion.splice import IGNORE_INDEX
 from meit.locks import build_folder
 
 try:  # transformers 5: the PIL backend (the default one needs torchvision)
@@ -55,7 +56,6 @@ MLLAMA_TOWERS = ("language_model", "multi_modal_projector", "vision_model")
 """The parts of `MllamaForConditionalGeneration.model` that LoRA can adapt (`lm_head` never is)."""
 TEXT_TOWERS = ("language_model",)
 """`lora_towers` for LoRA on the text model only (self- and cross-attention layers)."""
-IGNORE_INDEX = -100
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 TINY_CHAT_TEMPLATE = (

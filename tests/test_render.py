@@ -12,6 +12,7 @@ from PIL import Image
 
 from meit.data import render as R
 from meit.data.image_io import ARTEFACT_ORDER, ImageError, load_ecg_image
+from meit.data.records import STANDARD_LEADS
 
 FS = 500
 
@@ -36,7 +37,7 @@ def beats(fs: float = FS, seconds: float = 10.0, seed: int = 0) -> np.ndarray:
         leads[lead] = x
     i, ii = leads["I"], leads["II"]
     leads.update(III=ii - i, aVR=-(i + ii) / 2, aVL=i - ii / 2, aVF=ii - i / 2)
-    return np.stack([leads[name] for name in R.LEADS]).astype(np.float32)
+    return np.stack([leads[name] for name in STANDARD_LEADS]).astype(np.float32)
 
 
 def pixel_reference(signal: np.ndarray, fs: float, t: np.ndarray, px_per_s: float) -> np.ndarray:
@@ -88,7 +89,7 @@ def test_page_size_and_scales(dpi):
         assert (p.t0, p.t1) == (2.5 * col, 2.5 * (col + 1))
         assert p.x1 - p.x0 == pytest.approx(62.5 * layout.px_per_mm)
     rhythm = layout.panel("II_rhythm")
-    assert (rhythm.t0, rhythm.t1, R.LEADS[rhythm.lead]) == (0.0, 10.0, "II")
+    assert (rhythm.t0, rhythm.t1, STANDARD_LEADS[rhythm.lead]) == (0.0, 10.0, "II")
     assert rhythm.x1 - rhythm.x0 == pytest.approx(250 * layout.px_per_mm)
     assert 0 < layout.calibration_x and rhythm.x1 < layout.width
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 from neurokit2 import ecg_clean, ecg_peaks
 
-LEAD_INDEX = {name: i for i, name in enumerate(("I", "II", "III", "aVR", "aVL", "aVF",
-                                                "V1", "V2", "V3", "V4", "V5", "V6"))}
+from meit.data.records import STANDARD_LEADS
+
+LEAD_INDEX = {name: i for i, name in enumerate(STANDARD_LEADS)}
 MIMIC_MISSING = 29999  # MIMIC-IV-ECG's value for an unmeasurable interval or axis
 _PRE_S, _POST_S = 0.35, 0.40  # median-beat window around each R peak
 _MIN_P_MV = 0.03  # spatial P-wave height below which no P wave (and no PR interval) is reported

@@ -32,10 +32,10 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from meit.data.image_io import ARTEFACT_ORDER, ARTEFACTS, apply_artefacts, pil_to_tensor
+from meit.data.records import STANDARD_LEADS
 
 logger = logging.getLogger(__name__)
 
-LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 ROW_LEADS = (("I", "aVR", "V1", "V4"), ("II", "aVL", "V2", "V5"), ("III", "aVF", "V3", "V6"))
 RHYTHM_LEAD = "II"
 MM_PER_S = 25.0
@@ -130,7 +130,7 @@ class Panel:
 
     Attributes:
         name: the lead name, or "II_rhythm" for the rhythm strip.
-        lead: index of the lead in `LEADS`.
+        lead: index of the lead in `STANDARD_LEADS`.
         t0: time (s) drawn at x0; t1: the window's end (exclusive).
         x0: x of t0; x1: x of t1.
         top: upper edge of the row band; bottom: its lower edge (bands do not overlap).
@@ -220,7 +220,7 @@ def _page_layout(cfg: RenderConfig) -> PageLayout:
             x0 = (x0_mm + t0 * MM_PER_S) * ppm
             label = (round(x0 + 1.0 * ppm), round((bands[r][0] + 1.0) * ppm), round(x0 + 14 * ppm),
                      round((bands[r][0] + 6.0) * ppm))
-            panels.append(Panel(name=name, lead=LEADS.index(name.removesuffix("_rhythm")), t0=t0, t1=t1,
+            panels.append(Panel(name=name, lead=STANDARD_LEADS.index(name.removesuffix("_rhythm")), t0=t0, t1=t1,
                                 x0=x0, x1=(x0_mm + t1 * MM_PER_S) * ppm, top=bands[r][0] * ppm,
                                 bottom=bands[r][1] * ppm, baseline=baselines[r] * ppm, label_box=label))
     return PageLayout(width=round(page_w_mm * ppm), height=round(page_h_mm * ppm), px_per_mm=ppm,
@@ -334,8 +334,9 @@ def _draw_traces(draw: ImageDraw.ImageDraw, signal: np.ndarray, fs: float, layou
 
 def _check_signal(signal: np.ndarray, fs: float) -> np.ndarray:
     signal = np.asarray(signal, dtype=np.float32)
-    if signal.ndim != 2 or signal.shape[0] != len(LEADS):
-        raise ValueError(f"expected a (12, T) signal in the order {', '.join(LEADS)}; got shape {signal.shape}")
+    if signal.ndim != 2 or signal.shape[0] != len(STANDARD_LEADS):
+        raise ValueError(f"expected a (12, T) signal in the order {', '.join(STANDARD_LEADS)}; "
+                         f"got shape {signal.shape}")
     if not fs > 0:
         raise ValueError(f"sampling rate must be positive, got {fs}")
     return signal
@@ -345,7 +346,7 @@ def render_pil(signal: np.ndarray, fs: float, cfg: RenderConfig | None = None, s
     """Renders a (12, T) signal in mV sampled at `fs` Hz as an RGB PIL image (the first 10 s are shown).
 
     Args:
-        signal: float array (12, T), leads in `LEADS` order; NaN samples leave gaps.
+        signal: float array (12, T), leads in `STANDARD_LEADS` order; NaN samples leave gaps.
         fs: sampling rate in Hz.
         cfg: page and artefact settings (default: clean 1100x850 page at 100 dpi).
         seed: seeds the random grid colour and the artefacts; same seed, same image.

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from meit.data import wfdb_io
 from meit.data.measure import MIMIC_MISSING as MIMIC_MISSING
+from meit.data.records import STANDARD_LEADS
 from meit.data.reports import mimic_statements, ptbxl_report
 from meit.data.synth_beats import LEADS_3D as LEADS_3D
 from meit.data.synth_beats import LEADS_ELECTRODES as LEADS_ELECTRODES
@@ -34,7 +35,6 @@ from meit.data.synth_beats import _rhythm as _rhythm
 from meit.data.synth_beats import render_record
 from meit.scp import SCP_STATEMENTS_CSV, scp_statements
 
-STANDARD_ORDER = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 PTBXL_LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
 MIMIC_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
 RHYTHMS = ("SR", "SBRAD", "STACH", "AFIB", "AFLT")
@@ -148,7 +148,7 @@ MIMIC_MEASUREMENT_COLUMNS = (
     "subject_id", "study_id", "cart_id", "ecg_time", *(f"report_{k}" for k in range(18)), "bandwidth", "filtering",
     "rr_interval", "p_onset", "p_end", "qrs_onset", "qrs_end", "t_end", "p_axis", "qrs_axis", "t_axis",
 )
-_MIMIC_ORDER = [STANDARD_ORDER.index(name) for name in ("I", "II", "III", "aVR", "aVF", "aVL")] + list(range(6, 12))
+_MIMIC_ORDER = [STANDARD_LEADS.index(name) for name in ("I", "II", "III", "aVR", "aVF", "aVL")] + list(range(6, 12))
 
 
 @dataclass
