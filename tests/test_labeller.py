@@ -54,9 +54,14 @@ def test_german(text, codes):
     [
         ("sinus rhythm. st segments are slightly depressed in v5,6.", {"SR", "STD_"}),
         ("sinus rhythm. t waves are inverted in ii, iii, avf.", {"SR", "INVT"}),
-        ("atrial fibrillation. t waves are low or flat in i, avl.", {"AFIB", "LOWT"}),
+        # T-wave flattening carries PTB-XL's NDT too; "t waves are flat" (without "low") is not LOWT
+        ("atrial fibrillation. t waves are low or flat in i, avl.", {"AFIB", "LOWT", "NDT"}),
+        ("sinus rhythm. t waves are flat in i, avl.", {"SR", "NDT"}),
+        ("sinus rhythm. qs complexes in v2,3 suggesting old anteroseptal infarct.", {"SR", "ASMI"}),
+        ("sinus rhythm. st segments are depressed in v5,6. this may be due to lv strain or ischaemia.",
+         {"SR", "STD_", "LVH", "ISC_"}),
         ("sinus rhythm. voltages are high in chest leads suggesting lvh.", {"SR", "VCLVH", "LVH"}),
-        ("sinus rhythm. minor non-specific t wave flattening in i, avl.", {"SR", "NT_"}),
+        ("sinus rhythm. minor non-specific t wave flattening in i, avl.", {"SR", "NT_", "NDT"}),
         ("sinus rhythm. anterior infarct.", {"SR", "ASMI"}),
         ("sinus rhythm. old anterior and inferior infarcts.", {"SR", "ASMI", "IMI"}),
         # an inferior and a lateral infarct stated apart are PTB-XL's inferolateral ILMI
