@@ -205,7 +205,7 @@ ENGLISH: Table = [
 
 LOCATIONS = (
     r"infero-?postero-?lateral|infero-?posterior|infero-?lateral|inferior/lateral|antero-?lateral|antero-?septal|hochlateral"
-    r"|anterior|inferior|lateral|posterior|septal|vorderwand-?seitenwand|hinterwand-?seitenwand|vorderwand"
+    r"|anterior|inferior|\blateraler|lateral|posterior|septal|vorderwand-?seitenwand|hinterwand-?seitenwand|vorderwand"
     r"|hinterwand|seitenwand|septum"
 )
 LOCATION_KEY = {
@@ -224,6 +224,7 @@ LOCATION_KEY = {
     "inferior": "IN",
     "hinterwand": "IN",
     "hochlateral": "HL",
+    "lateraler": "LAD",  # German "lateraler infarkt": ALMI in 7 of 13 dev rows, LMI in 2
     "lateral": "LA",
     "seitenwand": "LA",
     "posterior": "P",
@@ -237,19 +238,19 @@ LOCALISED: list[tuple[str, dict[str | None, str]]] = [
         r"infar[ck]t\w*|\bmi\b|\bstemi\b|nekrose|narbe|myokardskada",
         {
             "IPL": "IPLMI", "IP": "IPMI", "IL": "ILMI", "AL": "ALMI", "AS": "ASMI", "AN": "ASMI", "IN": "IMI",
-            "LA": "LMI", "HL": "LMI", "P": "PMI",
+            "LA": "LMI", "LAD": "ALMI", "HL": "LMI", "P": "PMI",
         },
     ),
     (
         r"subendocardial injury|subendokardial\w* (?:schaedigung|laesion|verletzung)|\binjury\b",
-        {"AS": "INJAS", "AN": "INJAS", "AL": "INJAL", "IN": "INJIN", "IL": "INJIL", "LA": "INJLA"},
+        {"AS": "INJAS", "AN": "INJAS", "AL": "INJAL", "IN": "INJIN", "IL": "INJIL", "LA": "INJLA", "LAD": "INJLA"},
     ),
     (
         r"(?:isch(?:a)?emi\w*|ischem\w*|ischaemie)"
         r"(?: st(?:[- ]?t)?(?:[- ]?wave)? (?:changes?|abnormalit\w*|depression))?",
         {
             "AL": "ISCAL", "HL": "ISCAL", "AS": "ISCAS", "AN": "ISCAN", "IN": "ISCIN", "IL": "ISCIL", "LA": "ISCLA",
-            None: "ISC_",
+            "LAD": "ISCLA", None: "ISC_",
         },
     ),
 ]
