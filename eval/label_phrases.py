@@ -37,7 +37,7 @@ GERMAN: Table = [
     (("LAFB",), r"linksanterior\w* hemiblock"),
     (("LPFB",), r"linksposterior\w* hemiblock"),
     # the extreme left axis with a conduction delay is how the machine words a left anterior fascicular block
-    (("LAFB",), r"ueberdrehter linkstyp unspezifisch\w* intraventrikulaer\w* (?:erregungs)?leitungs\w*"),
+    (("LAFB",), r"ueberdrehter linkstyp unspezifisch\w* intraventrikulaer\w* (?:(?:erregungs)?leitungs\w*|block)"),
     (("IVCD",), r"intraventrikulaer\w* (?:erregungs)?(?:leitungs|ausbreitungs)\w*"),
     # "unspezifischer intraventrikulärer block": IVCD in about a quarter of the rows, the best F1 for IVCD
     (("IVCD",), r"(?:unspezifisch\w* )?intraventrikulaer\w* block"),
@@ -71,7 +71,8 @@ GERMAN: Table = [
 # codes are dropped where the report calls the ECG normal ("rechtstyp sonst normales ekg"), see labels.py.
 GERMAN_AXIS: Table = [
     (("LAFB",), r"(?:extrem )?ueberdrehter linkstyp"),
-    (("LPFB",), r"(?:(?:extrem )?ueberdrehter )?rechtstyp"),
+    ((), r"extrem ueberdrehter rechtstyp"),  # a north-west axis: LPFB in 2 of 29 dev rows
+    (("LPFB",), r"(?:ueberdrehter )?rechtstyp"),
     ((), r"(?:lagetyp|typ) normal|\b(?:links|steil|indifferenz|mittel|normal|links-?lage|linkslage|steillage)typ\b"
          r"|\b(?:llt|slt|[il]t)\b|schwierig bestimmbare qrs-achse"),
 ]
@@ -132,7 +133,7 @@ ENGLISH: Table = [
     (
         ("IVCD",),
         r"intraventricular conduction (?:delay|defect|disturbance|abnormality)|\bivcd\b"
-        r"|non-?specific intraventricular (?:block|conduction\w*)",
+        r"|non-?specific intraventricular (?:block|conduction\w*|delay)|intraventricular delay",
     ),
     (("VCLVH",), r"(?:minimal|borderline) voltage criteria for (?:left ventricular hypertrophy|lvh)"),
     (
@@ -205,7 +206,7 @@ ENGLISH: Table = [
 
 LOCATIONS = (
     r"infero-?postero-?lateral|infero-?posterior|infero-?lateral|inferior/lateral|antero-?lateral|antero-?septal|hochlateral"
-    r"|anterior|inferior|\blateraler|lateral|posterior|septal|vorderwand-?seitenwand|hinterwand-?seitenwand|vorderwand"
+    r"|anterior|inferior|\blaterale[r]?|lateral|posterior|septal|vorderwand-?seitenwand|hinterwand-?seitenwand|vorderwand"
     r"|hinterwand|seitenwand|septum"
 )
 LOCATION_KEY = {
@@ -224,7 +225,9 @@ LOCATION_KEY = {
     "inferior": "IN",
     "hinterwand": "IN",
     "hochlateral": "HL",
-    "lateraler": "LAD",  # German "lateraler infarkt": ALMI in 7 of 13 dev rows, LMI in 2
+    # German "lateraler infarkt": ALMI in 7 of 13 dev rows, LMI in 2
+    "lateraler": "LAD",
+    "laterale": "LAD",
     "lateral": "LA",
     "seitenwand": "LA",
     "posterior": "P",
@@ -233,7 +236,7 @@ LOCATION_KEY = {
 LOCALISED: list[tuple[str, dict[str | None, str]]] = [
     # "myokardschaden" (the machine's word for a possible infarct): PTB-XL codes the septal/anterior and the
     # inferior ones as infarcts, the (antero/high) lateral ones as no infarct in particular (ALMI in 1 of 28)
-    (r"myokardschaden", {"AS": "ASMI", "AN": "ASMI", "IN": "IMI", "IL": "ILMI", "IP": "IPMI", "P": "PMI"}),
+    (r"myokardschaden", {"AS": "ASMI", "AN": "ASMI", "IN": "IMI", "IL": "ILMI", "IP": "IPMI", "P": "PMI", "HL": "LMI"}),
     (
         r"infar[ck]t\w*|\bmi\b|\bstemi\b|nekrose|narbe|myokardskada",
         {

@@ -194,6 +194,8 @@ def extract_label_likelihoods(text: str) -> dict[str, float]:
             for code, likelihood in codes.items():
                 _add(found, (code,), likelihood)
             unread.append(_RESIDUAL_OK.sub("", rest))
+    if {"CLBBB", "ILBBB"} & set(found):  # the left axis of a left bundle branch block is no fascicular block
+        axis.pop("LAFB", None)
     if "NORM" not in found:  # an axis stated beside "normal ECG" is a normal variant, not a fascicular block
         for code, likelihood in axis.items():
             _add(found, (code,), likelihood)
