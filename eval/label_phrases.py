@@ -66,15 +66,18 @@ GERMAN: Table = [
     (("PAC",), r"vorhofextrasystol\w*"),
 ]
 
-# German axis statements. PTB-XL codes an extreme axis as the fascicular block behind it (LAFB in about a
+# Axis statements (German, Swedish). PTB-XL codes an extreme axis as the fascicular block behind it (LAFB in about a
 # third of the "überdrehter Linkstyp" rows without "hemiblock", LPFB in about 40 % of the right-axis rows); the
 # codes are dropped where the report calls the ECG normal ("rechtstyp sonst normales ekg"), see labels.py.
-GERMAN_AXIS: Table = [
+AXIS: Table = [
     (("LAFB",), r"(?:extrem )?ueberdrehter linkstyp"),
     ((), r"extrem ueberdrehter rechtstyp"),  # a north-west axis: LPFB in 2 of 29 dev rows
     (("LPFB",), r"(?:ueberdrehter )?rechtstyp"),
     ((), r"(?:lagetyp|typ) normal|\b(?:links|steil|indifferenz|mittel|normal|links-?lage|linkslage|steillage)typ\b"
-         r"|\b(?:llt|slt|[il]t)\b|schwierig bestimmbare qrs-achse"),
+         r"|\b(?:llt|slt)\b|schwierig bestimmbare qrs-achse"),
+    # Swedish: "extrem vänster el-axel" is LAFB in 15 of 32 dev rows
+    (("LAFB",), r"extrem vaenster el-axel"),
+    ((), r"\w* ?el-axel"),
 ]
 
 SWEDISH: Table = [
@@ -97,9 +100,10 @@ SWEDISH: Table = [
     (("NDT",), r"ospecifik t-?foeraendring"),
     (("NST_",), r"ospecifik st-?(?:t-?)?foeraendring"),
     (("LVOLT",), r"laga qrs[- ]amplituder"),
-    (("PVC",), r"\bventrikulaer\w* extrasystol\w*"),
-    (("PAC",), r"supraventrikulaer\w* extra(?:systol|slag)\w*"),
-    ((), r"avvikande qrs\(?t?\)? ?foerlopp|\w* ?el-axel"),
+    (("PVC",), r"\bventrikulaer\w*(?:\(a\))? extra(?:systol|slag)\w*"),
+    # supraventricular extrasystoles: no code in the Swedish rows either (PAC in 0 of 8)
+    ((), r"supraventrikulaer\w*(?:\(a\))? extra(?:systol|slag)\w*"),
+    ((), r"avvikande qrs\(?t?\)? ?foerlopp"),
 ]
 
 ENGLISH: Table = [
@@ -259,7 +263,7 @@ LOCALISED: list[tuple[str, dict[str | None, str]]] = [
 ]
 
 PATTERNS: Table = GERMAN + SWEDISH + ENGLISH
-AXIS_PATTERNS: Table = GERMAN_AXIS
+AXIS_PATTERNS: Table = AXIS
 
 # Explanations that are not findings, removed before labelling: PTB-XL's English LBBB statement ends
 # "this is most commonly due to ischaemic heart disease", which is never coded as ischaemia.
