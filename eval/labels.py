@@ -63,6 +63,7 @@ _ABBREV = re.compile(r"(?<![\w.])(?:" + "|".join(re.escape(a) for a in ABBREVIAT
 # ("sinusrhythmus lagetyp normal": NORM in 9 of 10 dev rows); what may stand beside it:
 _GERMAN_SINUS = re.compile(r"sinus(?:rhythmus|bradykardie|tachykardie| ?arrhythmie)\b")
 _BENIGN = frozenset({"SR", "SBRAD", "STACH", "SARRH", "SVARR", "PAC", "LVOLT"})
+_NORMAL_VARIANTS = frozenset({"1AVB", "IVCD"})
 _RESIDUAL_OK = re.compile(r"[\W\d_]+|\b(?:sonst|normal\w*|ekg|und|verdacht|auf|moeglich\w*|wahrscheinlich\w*)\b")
 _CUE_SPAN = 40  # characters before a phrase searched for an uncertainty cue
 _WINDOW = 60  # characters around an infarct/ischaemia keyword searched for its location words
@@ -202,7 +203,9 @@ def extract_label_likelihoods(text: str) -> dict[str, float]:
     if (_GERMAN_SINUS.search(norm) and not any(unread) and found and set(found) <= _BENIGN):
         found["NORM"] = 100.0
     _combine_locations(found)
-    if "NORM" in found and set(superclasses(found)) - {"NORM"}:
+    # a stated "normal ECG" stands beside a first-degree AV block or an intraventricular conduction delay
+    # (PTB-XL keeps NORM in 16 of the 22 dev rows that say both), not beside other diagnostic codes
+    if "NORM" in found and set(superclasses(set(found) - _NORMAL_VARIANTS)) - {"NORM"}:
         del found["NORM"]
     if "CLBBB" in found and found.get("LVH", 100.0) < 100:
         # a hedged LVH beside LBBB ("linkshypertrophie möglich"): PTB-XL codes it in under a tenth of such rows
