@@ -66,9 +66,10 @@ GERMAN: Table = [
     (("PAC",), r"vorhofextrasystol\w*"),
 ]
 
-# Axis statements (German, Swedish). PTB-XL codes an extreme axis as the fascicular block behind it (LAFB in about a
-# third of the "überdrehter Linkstyp" rows without "hemiblock", LPFB in about 40 % of the right-axis rows); the
-# codes are dropped where the report calls the ECG normal ("rechtstyp sonst normales ekg"), see labels.py.
+# Axis statements (German, Swedish, English). PTB-XL codes an abnormal axis as the fascicular block behind it
+# (LAFB in about a third of the "überdrehter Linkstyp" rows without "hemiblock", LPFB in about 40 % of the
+# right-axis rows). The codes are dropped where the report calls the ECG normal ("rechtstyp sonst normales ekg")
+# and LAFB beside a left bundle branch block (labels.py).
 AXIS: Table = [
     (("LAFB",), r"(?:extrem )?ueberdrehter linkstyp"),
     ((), r"extrem ueberdrehter rechtstyp"),  # a north-west axis: LPFB in 2 of 29 dev rows
@@ -78,6 +79,11 @@ AXIS: Table = [
     # Swedish: "extrem vänster el-axel" is LAFB in 15 of 32 dev rows
     (("LAFB",), r"extrem vaenster el-axel"),
     ((), r"\w* ?el-axel"),
+    # English: "left axis deviation" (not borderline) is LAFB in 38 of 80 dev rows that name no fascicular block
+    # or LBBB, "rightward axis" LPFB in 7 of 18
+    ((), r"borderline left axis(?: deviation)?"),
+    (("LAFB",), r"left axis deviation"),
+    (("LPFB",), r"rightward axis|right axis deviation"),
 ]
 
 SWEDISH: Table = [
@@ -204,8 +210,8 @@ ENGLISH: Table = [
         r"extrasystol\w*|\bpacs\b|\bapcs?\b",
     ),
     (("PRC(S)",), r"premature (?:complex|beat|contraction)\w*|extrasystol\w*|ectopic beats?"),
-    # MIMIC-IV-ECG statements without an SCP code (axis, global verdicts) consume their words
-    ((), r"(?:left|right) axis deviation|borderline ecg|abnormal ecg"),
+    # MIMIC-IV-ECG statements without an SCP code (global verdicts) consume their words
+    ((), r"borderline ecg|abnormal ecg"),
 ]
 
 LOCATIONS = (
