@@ -25,7 +25,7 @@ from functools import lru_cache
 
 from meit.scp import SUPERCLASSES, scp_statements, superclasses
 
-from .label_phrases import COMMENTS, LOCALISED, LOCATION_KEY, LOCATIONS, PATTERNS
+from .label_phrases import ABBREVIATIONS, AXIS_PATTERNS, COMMENTS, LOCALISED, LOCATION_KEY, LOCATIONS, PATTERNS
 
 _FOLD = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "å": "a", "ß": "ss", "#": "ue", "’": "'", "–": "-", "—": "-"})
 _CLAUSE_SPLIT = re.compile(r"[.;:,\n]|\s{2,}|\b(?:but|however|aber|jedoch|whereas)\b")
@@ -58,21 +58,31 @@ _CUES = [
     (float(v), re.compile(rf"\b(?:{_PRE_CUES[v]})\W+(?:\w+\W+){{0,2}}$"), re.compile(rf"^\W*(?:{_POST_CUES[v]})\b"))
     for v in (35, 50, 80)
 ]
+_ABBREV = re.compile(r"(?<![\w.])(?:" + "|".join(re.escape(a) for a in ABBREVIATIONS) + ")")
+# A German machine report that states a sinus rhythm and nothing abnormal is a normal ECG in PTB-XL's coding
+# ("sinusrhythmus lagetyp normal": NORM in 9 of 10 dev rows); what may stand beside it:
+_GERMAN_SINUS = re.compile(r"sinus(?:rhythmus|bradykardie|tachykardie| ?arrhythmie)\b")
+_BENIGN = frozenset({"SR", "SBRAD", "STACH", "SARRH", "SVARR", "PAC", "LVOLT"})
+_NORMAL_VARIANTS = frozenset({"1AVB", "IVCD"})
+_RESIDUAL_OK = re.compile(r"[\W\d_]+|\b(?:sonst|normal\w*|ekg|und|verdacht|auf|moeglich\w*|wahrscheinlich\w*)\b")
 _CUE_SPAN = 40  # characters before a phrase searched for an uncertainty cue
 _WINDOW = 60  # characters around an infarct/ischaemia keyword searched for its location words
 
 
+_Pats = list[tuple[tuple[str, ...], re.Pattern]]
+
+
 @lru_cache(maxsize=1)
-def _compiled() -> tuple[list[tuple[tuple[str, ...], re.Pattern]], re.Pattern, list[tuple[re.Pattern, dict]]]:
+def _compiled() -> tuple[_Pats, re.Pattern, list[tuple[re.Pattern, dict]], _Pats]:
     known = set(scp_statements())
-    pats = []
-    for codes, pat in PATTERNS:
+    for codes, _ in PATTERNS + AXIS_PATTERNS:
         unknown = set(codes) - known
         if unknown:
             raise ValueError(f"unknown SCP codes in label patterns: {sorted(unknown)}")
-        pats.append((codes, re.compile(pat)))
+    pats = [(codes, re.compile(pat)) for codes, pat in PATTERNS]
+    axis = [(codes, re.compile(pat)) for codes, pat in AXIS_PATTERNS]
     localised = [(re.compile(k), m) for k, m in LOCALISED]
-    return pats, re.compile(LOCATIONS), localised
+    return pats, re.compile(LOCATIONS), localised, axis
 
 
 def normalise(text: str) -> str:
@@ -81,6 +91,7 @@ def normalise(text: str) -> str:
     Runs of two or more spaces are kept: PTB-XL's German and Swedish reports separate statements by them.
     """
     t = _ARTEFACTS.sub(" ", text.lower().translate(_FOLD))
+    t = _ABBREV.sub(lambda m: ABBREVIATIONS[m.group(0)], t)
     return _HEDGES.sub("possible", t.replace("\t", "  "))
 
 
@@ -131,14 +142,29 @@ def _localised(clause: str) -> tuple[dict[str, float], str]:
     return found, clause
 
 
-def _clause_labels(clause: str) -> dict[str, float]:
-    found, clause = _localised(clause)
-    for codes, pat in _compiled()[0]:
+def _match_table(clause: str, table: _Pats, found: dict[str, float]) -> str:
+    """Add the codes of every phrase of ``table`` in ``clause``; returns the clause with the phrases masked."""
+    for codes, pat in table:
         for m in list(pat.finditer(clause)):
             if not _negated(clause, m.start(), m.end()):
                 _add(found, codes, _likelihood(clause, m.start(), m.end()))
             clause = _mask(clause, m.start(), m.end())
-    return found
+    return clause
+
+
+def _clause_labels(clause: str, axis: dict[str, float]) -> tuple[dict[str, float], str]:
+    """Codes of one statement (axis-derived ones go to ``axis``) and what of it no phrase read."""
+    found, clause = _localised(clause)
+    clause = _match_table(clause, _compiled()[0], found)
+    return found, _match_table(clause, _compiled()[3], axis)
+
+
+def _combine_locations(found: dict[str, float]) -> None:
+    """An inferior and a (antero)lateral infarct stated apart are one inferolateral infarct in PTB-XL's coding
+    (ILMI in 20 of the 26 German dev rows with "anterolateraler infarkt" and "inferiorer infarkt")."""
+    lateral = [c for c in ("ALMI", "LMI") if c in found]
+    if "IMI" in found and lateral:
+        _add(found, ("ILMI",), max(found.pop(c) for c in ["IMI", *lateral]))
 
 
 def extract_label_likelihoods(text: str) -> dict[str, float]:
@@ -161,11 +187,25 @@ def extract_label_likelihoods(text: str) -> dict[str, float]:
     norm = normalise(text)
     # runs of spaces separate statements in the machine reports; in written sentences they are only line wraps
     splitter = _SENTENCE_SPLIT if re.search(r"[a-z]\. [a-z(]", norm) else _CLAUSE_SPLIT
+    axis: dict[str, float] = {}
+    unread = []
     for clause in splitter.split(norm):
         if clause and clause.strip():
-            for code, likelihood in _clause_labels(re.sub(r"\s+", " ", clause)).items():
+            codes, rest = _clause_labels(re.sub(r"\s+", " ", clause), axis)
+            for code, likelihood in codes.items():
                 _add(found, (code,), likelihood)
-    if "NORM" in found and set(superclasses(found)) - {"NORM"}:
+            unread.append(_RESIDUAL_OK.sub("", rest))
+    if {"CLBBB", "ILBBB"} & set(found):  # the left axis of a left bundle branch block is no fascicular block
+        axis.pop("LAFB", None)
+    if "NORM" not in found:  # an axis stated beside "normal ECG" is a normal variant, not a fascicular block
+        for code, likelihood in axis.items():
+            _add(found, (code,), likelihood)
+    if (_GERMAN_SINUS.search(norm) and not any(unread) and found and set(found) <= _BENIGN):
+        found["NORM"] = 100.0
+    _combine_locations(found)
+    # a stated "normal ECG" stands beside a first-degree AV block or an intraventricular conduction delay
+    # (PTB-XL keeps NORM in 16 of the 22 dev rows that say both), not beside other diagnostic codes
+    if "NORM" in found and set(superclasses(set(found) - _NORMAL_VARIANTS)) - {"NORM"}:
         del found["NORM"]
     if "CLBBB" in found and found.get("LVH", 100.0) < 100:
         # a hedged LVH beside LBBB ("linkshypertrophie möglich"): PTB-XL codes it in under a tenth of such rows
