@@ -53,8 +53,9 @@ def validate_recipe(cfg: ModelConfig) -> None:
     epochs = cfg.encoder_pretrain_epochs
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise UserFacingError("--model.encoder_pretrain_epochs", f"must be an integer >= 0, got {epochs!r}")
-    if not (cfg.encoder_pretrain_lr > 0 and math.isfinite(cfg.encoder_pretrain_lr)):
-        raise UserFacingError("--model.encoder_pretrain_lr", f"must be a positive number, got {cfg.encoder_pretrain_lr}")
+    lr = cfg.encoder_pretrain_lr
+    if not (lr > 0 and math.isfinite(lr)):
+        raise UserFacingError("--model.encoder_pretrain_lr", f"must be a positive number, got {lr}")
     if not (cfg.aux_label_loss_weight >= 0 and math.isfinite(cfg.aux_label_loss_weight)):
         raise UserFacingError("--model.aux_label_loss_weight", f"must be >= 0, got {cfg.aux_label_loss_weight}")
     if cfg.recipe == "meit" and cfg.aux_label_loss_weight > 0:
