@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import math
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -256,11 +257,16 @@ def prepare_recipe(module: Any, datamodule: Any, cfg: Any, run_dir: Path | None,
         device: where stage 1 trains.
 
     Returns:
-        Stage 1's summary (`pretrain_encoder`) for run.json, `{"skipped": reason}`, or None when the recipe has
-        no stage 1 and no label head.
+        Stage 1's summary (`pretrain_encoder`) for run.json, `{"skipped": reason}` (a resumed run; an image-branch
+        run, with a warning), or None when the recipe has no stage 1 and no label head.
     """
-    if cfg.model.branch != "signal" or not uses_label_head(cfg.model):
+    if not uses_label_head(cfg.model):
         return None
+    if cfg.model.branch != "signal":
+        note = (f"--model.recipe aligned: stage 1 and the label loss are signal-branch only; this "
+                f"{cfg.model.branch}-branch run trains as --model.recipe meit")
+        warnings.warn(note, stacklevel=2)
+        return {"skipped": note}
     net = module.net.to(device)
     head = LabelHead(net.backbone.hidden_size, label_space(datamodule.datasets["train"]), seed).to(device)
     summary: dict[str, Any] | None = None
