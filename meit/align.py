@@ -220,10 +220,11 @@ def pretrain_encoder(net: nn.Module, head: LabelHead, dataset: Any, cfg: ModelCo
 def _train_epoch(net: nn.Module, head: LabelHead, opt: torch.optim.Optimizer, sched: Any, data: Dataset,
                  data_cfg: Any, seed: int, epoch: int, device: str | torch.device) -> float:
     """One stage-1 epoch over a seeded shuffle; returns the mean BCE."""
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(len(data), generator=generator).tolist()
     loader = DataLoader(torch.utils.data.Subset(data, order), batch_size=data_cfg.batch_size,
                         drop_last=len(data) > data_cfg.batch_size, num_workers=data_cfg.num_workers,
-                        collate_fn=_collate)
+                        collate_fn=_collate, generator=generator)  # its base seed from here, not the global RNG
     was_training = net.training
     net.train()
     total, n = 0.0, 0

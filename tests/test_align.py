@@ -153,3 +153,13 @@ def test_meit_recipe_skips_stage1(cache, tmp_path, capsys):
     assert "stage 1" not in capsys.readouterr().out
     info = json.loads((run / "run.json").read_text())
     assert "stage1" not in info and "stage1_s" not in info["timings"] and not (run / STAGE1_FILE).exists()
+
+
+def test_stage1_leaves_the_global_rng_alone():
+    data = SignDataset(32)
+    net = tiny_net()
+    head = LabelHead(net.backbone.hidden_size, label_space(data))
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    pretrain_encoder(net, head, data, *stage1_config(1), None, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)  # stage 2's dropout draws are those of a run without stage 1
