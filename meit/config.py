@@ -98,6 +98,19 @@ class ModelConfig:
     """Extra keyword arguments of the fusion (`projector`: meit/linear/mlp, `normalize`, ...). The CPU default keeps
     MEIT's projector without its L2 normalisation (unit-norm ECG keys/values are ~10x smaller than the small
     backbone's text keys/values, which slowed learning); MEIT's exact projector is `{"normalize": true}`."""
+    recipe: Literal["aligned", "meit"] = "aligned"
+    """Training recipe (`meit.align`). `aligned` (the CPU default): stage 1 pre-trains the encoder + projector as a
+    multi-label classifier of the train split's SCP codes (labels extracted from the report where a dataset has
+    none, e.g. MIMIC) for `encoder_pretrain_epochs`, then instruction tuning, optionally with an auxiliary label
+    loss (`aux_label_loss_weight`). `meit`: MEIT's own recipe, the encoder trained from scratch by the LM loss only
+    (the paper presets). Signal branch only (image-branch runs train as `meit`)."""
+    encoder_pretrain_epochs: int = 8
+    """`recipe: aligned`: epochs of the stage-1 label pre-training of the encoder + projector (0: none)."""
+    encoder_pretrain_lr: float = 3e-3
+    """`recipe: aligned`: peak learning rate of stage 1 (AdamW, 5 % warm-up, cosine decay to 0)."""
+    aux_label_loss_weight: float = 0.0
+    """`recipe: aligned`: weight of an auxiliary BCE label loss on the pooled ECG tokens (stage 1's head) added to
+    the LM loss during instruction tuning (0: LM loss only)."""
     ecg_input: Literal["signal", "zero"] = "signal"
     """`signal`: the real ECG; `zero`: an all-zero ECG, the no-ECG baseline (same model, same prompts)."""
     branch: Literal["signal", "image"] = "signal"

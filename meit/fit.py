@@ -35,6 +35,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from meit.align import prepare_recipe, validate_recipe
 from meit.atomic import write_json, write_text
 from meit.backbone import load_backbone, resolve_backbone
 from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
@@ -125,6 +126,7 @@ class MEITCLI(LightningCLI):
         self.config_init = self.parser.instantiate(self.config)
         init = self.config_init
         self.run_config = RunConfig(**{k: init[k] for k in CONFIG_GROUPS})
+        validate_recipe(self.run_config.model)
         self.run_dir = choose_run_dir(init.run_dir)
         self.config["run_dir"] = str(self.run_dir)
         self.model = make_module(self.run_config)
@@ -234,6 +236,11 @@ def fit(cli: MEITCLI) -> Path:
     dm.set_tokenizer(module.tokenizer)
     timings["backbone_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
+    stage1 = prepare_recipe(module, dm, cfg, run_dir, resume=cli.config_init.ckpt_path is not None,
+                            seed=int(os.environ.get("PL_GLOBAL_SEED", "0")), device=trainer.strategy.root_device)
+    if stage1 is not None:
+        timings["stage1_s"] = time.perf_counter() - tick
+        tick = time.perf_counter()
     if trainer.is_global_zero:  # checkpoint writes a killed run left half-done (never a live writer's)
         remove_stale_pid_temps(run_dir / "checkpoints")
     trainer.fit(module, datamodule=dm, ckpt_path=cli.config_init.ckpt_path, weights_only=True)
@@ -243,6 +250,8 @@ def fit(cli: MEITCLI) -> Path:
         save_run(run_dir, module)
     info = {"trainable_parameters": module.count_trainable(), "train_steps": trainer.global_step,
             "n_records": {name: len(ds) for name, ds in dm.datasets.items()}, "backbone": module.backbone_reference}
+    if stage1 is not None:
+        info["stage1"] = stage1
     if dm.notes:  # e.g. trained without validation (an empty val split)
         info["notes"] = list(dm.notes)
     if not cfg.test.skip:

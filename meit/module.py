@@ -40,6 +40,8 @@ class MEITModule(L.LightningModule):
         self.tokenizer: Any = None
         self.backbone_reference: dict[str, Any] = {}
         self.strict_loading = False  # checkpoints carry the trainable state only
+        self.label_head: nn.Module | None = None  # `recipe: aligned` (meit.align): stage 1's head, the aux loss's
+        self._ecg_tokens: torch.Tensor | None = None
 
     # ------------------------------------------------------------------------------------------------ building
 
@@ -52,6 +54,16 @@ class MEITModule(L.LightningModule):
         self.net.train()  # from_pretrained returns the backbone in eval mode; LoRA dropout must be active in training
         self.tokenizer = backbone.tokenizer
         self.backbone_reference = dict(backbone.reference)
+
+    def attach_label_head(self, head: nn.Module) -> None:
+        """Keeps `meit.align`'s label head; with `aux_label_loss_weight > 0` it trains next to the LM loss on the
+        pooled ECG tokens (captured from the projector's output, so the encoder runs once per step)."""
+        self.label_head = head
+        if self.model_cfg.aux_label_loss_weight > 0:
+            self.net.projector.register_forward_hook(self._keep_ecg_tokens)
+
+    def _keep_ecg_tokens(self, module: nn.Module, args: Any, output: torch.Tensor) -> None:
+        self._ecg_tokens = output if self.training else None
 
     def _frozen_names(self) -> set[str]:
         """State-dict keys of `net` that belong to the frozen backbone (never saved)."""
@@ -84,6 +96,8 @@ class MEITModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {f"net.{k}": v for k, v in self.trainable_state_dict().items()}
+        if self.label_head is not None:
+            checkpoint["state_dict"].update({f"label_head.{k}": v for k, v in self.label_head.state_dict().items()})
         checkpoint["meit_backbone"] = dict(self.backbone_reference)
 
     # ------------------------------------------------------------------------------------------------ training
@@ -96,8 +110,23 @@ class MEITModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        weight = self.model_cfg.aux_label_loss_weight
+        if weight > 0 and self.label_head is not None and self._ecg_tokens is not None:
+            label_loss = self.aux_label_loss(self._ecg_tokens, batch)
+            self.log("train/label_loss", label_loss, prog_bar=False, batch_size=len(batch["ids"]))
+            loss = loss + weight * label_loss
+        self._ecg_tokens = None
         self.log("lr", self.lr_schedulers().get_last_lr()[0], prog_bar=False, batch_size=len(batch["ids"]))
         return loss
+
+    def aux_label_loss(self, tokens: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """BCE of the label head on the pooled ECG tokens against each record's labels (`meit.align`)."""
+        from meit.align import label_targets, record_labels
+
+        labels = [record_labels(codes, report) for codes, report in zip(batch["labels_true"], batch["reports"])]
+        logits = self.label_head(tokens)
+        target = label_targets(labels, self.label_head.space).to(logits.device)
+        return nn.functional.binary_cross_entropy_with_logits(logits, target)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self(batch)
@@ -119,6 +148,8 @@ class MEITModule(L.LightningModule):
         for name, p in self.net.named_parameters():
             if p.requires_grad:
                 (lm if name.startswith("llm.") else other).append(p)
+        if self.label_head is not None and self.model_cfg.aux_label_loss_weight > 0:
+            other += list(self.label_head.parameters())
         encoder_lr = self.optim_cfg.encoder_lr or self.optim_cfg.lr
         return [g for g in ({"params": lm}, {"params": other, "lr": encoder_lr}) if g["params"]]
 

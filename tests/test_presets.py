@@ -28,3 +28,12 @@ def test_paper_preset_encoder_and_projector_match_meit(preset):
 
 def test_there_are_paper_presets():
     assert len(PAPER_PRESETS) == 3
+
+
+@pytest.mark.parametrize("preset", PAPER_PRESETS, ids=lambda p: p.stem)
+def test_paper_presets_name_meits_recipe(preset, capsys):
+    from test_fit import print_config
+
+    assert yaml.safe_load(preset.read_text())["model"]["recipe"] == "meit"  # explicit, whatever the CPU default
+    model = print_config(capsys, "--config", str(preset))["model"]
+    assert (model["recipe"], model["aux_label_loss_weight"]) == ("meit", 0.0)  # the LM loss alone trains the encoder
