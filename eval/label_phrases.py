@@ -19,7 +19,11 @@ _BE = r"(?:is|are|were|was|appears?|seems?)\s+(?:now\s+)?(?:\w+ly\s+)?"
 Table = list[tuple[tuple[str, ...], str]]
 
 GERMAN: Table = [
-    (("NORM",), r"\bnormal(?:es)? (?:ruhe-?)?ekg\b|\bnormalbefund\b|\bnormal-?ekg\b"),
+    (
+        ("NORM",),
+        r"\bnormal(?:es)? (?:ruhe-?)?ekg\b|\bnormalbefund\b|\bnormal-?ekg\b|\bekg (?:wahrscheinlich )?normal\b"
+        r"|wahrscheinlich normal$",
+    ),
     (("AFIB",), r"vorhofflimmern(?:/-?flattern)?"),
     (("AFLT",), r"vorhofflattern"),
     (("STACH",), r"sinustachykardie"),
