@@ -19,16 +19,20 @@ _BE = r"(?:is|are|were|was|appears?|seems?)\s+(?:now\s+)?(?:\w+ly\s+)?"
 Table = list[tuple[tuple[str, ...], str]]
 
 GERMAN: Table = [
-    (("NORM",), r"\bnormal(?:es)? (?:ruhe-?)?ekg\b|\bnormalbefund\b|\bnormal-?ekg\b"),
+    (
+        ("NORM",),
+        r"\bnormal(?:es)? (?:ruhe-?)?ekg\b|\bnormalbefund\b|\bnormal-?ekg\b|\bekg (?:wahrscheinlich )?normal\b"
+        r"|wahrscheinlich normal$",
+    ),
     (("AFIB",), r"vorhofflimmern(?:/-?flattern)?"),
     (("AFLT",), r"vorhofflattern"),
     (("STACH",), r"sinustachykardie"),
     (("SBRAD",), r"sinusbradykardie"),
     (("SARRH",), r"sinus ?arrh?ythmie"),
     (("PACE",), r"schrittmacher\w*"),
-    (("3AVB",), rf"{_AV}[- ]?block (?:iii|3)\b|(?:totaler|kompletter|drittgradiger) {_AV}[- ]?block"),
-    (("2AVB",), rf"{_AV}[- ]?block (?:ii|2)\b|zweitgradiger {_AV}[- ]?block"),
-    (("1AVB",), rf"{_AV}[- ]?block (?:i|1)\b|erstgradiger {_AV}[- ]?block"),
+    (("3AVB",), rf"{_AV}[- ]*block[- ]*(?:iii|3)\b|(?:totaler|kompletter|drittgradiger) {_AV}[- ]?block"),
+    (("2AVB",), rf"{_AV}[- ]*block[- ]*(?:ii|2)\b|zweitgradiger {_AV}[- ]?block"),
+    (("1AVB",), rf"{_AV}[- ]*block[- ]*(?:i|1)\b|erstgradiger {_AV}[- ]?block"),
     (("1AVB", "LPR"), r"(?:pq|pr)[- ]?(?:zeit[- ]?)?verlaengerung|verlaengerte (?:pq|pr)\w*"),
     (("ILBBB",), r"(?:inkomplett|unvollstaendig)\w* linksschenkelblock"),
     (("IRBBB",), r"(?:inkomplett|unvollstaendig)\w* rechtsschenkelblock"),

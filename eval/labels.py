@@ -200,7 +200,7 @@ def extract_label_likelihoods(text: str) -> dict[str, float]:
     if "NORM" not in found:  # an axis stated beside "normal ECG" is a normal variant, not a fascicular block
         for code, likelihood in axis.items():
             _add(found, (code,), likelihood)
-    if (_GERMAN_SINUS.search(norm) and not any(unread) and found and set(found) <= _BENIGN):
+    if _GERMAN_SINUS.search(norm) and not any(unread) and found and set(found) <= _BENIGN:
         found["NORM"] = 100.0
     _combine_locations(found)
     # a stated "normal ECG" stands beside a first-degree AV block or an intraventricular conduction delay

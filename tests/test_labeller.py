@@ -52,6 +52,39 @@ def test_german(text, codes):
 @pytest.mark.parametrize(
     "text, codes",
     [
+        # a German machine report with a sinus rhythm and nothing abnormal is NORM; an abnormal finding is not
+        ("sinusrhythmus lagetyp normal", {"SR", "NORM"}),
+        ("sinusbradykardie linkstyp periphere niederspannung", {"SBRAD", "NORM"}),
+        ("sinusrhythmus lagetyp normal unspezifisches abnormes t", {"SR", "NDT"}),
+        ("vorhofflimmern/-flattern lagetyp normal", {"AFIB"}),
+        ("sinusbradykardie ekg wahrscheinlich normal", {"SBRAD", "NORM"}),
+        # axis statements give the fascicular block PTB-XL codes, not beside LBBB or "normales ekg"
+        ("sinusrhythmus überdrehter linkstyp", {"SR", "LAFB"}),
+        ("sinusrhythmus überdrehter linkstyp linksschenkelblock", {"SR", "CLBBB"}),
+        ("sinusrhythmus rechtstyp rechtsschenkelblock", {"SR", "LPFB", "CRBBB"}),
+        ("sinusrhythmus rechtstyp sonst normales ekg", {"SR", "NORM"}),
+        ("sinusrhythmus extrem überdrehter rechtstyp qrs(t) abnorm", {"SR", "ABQRS"}),
+        ("sinusrhythmus überdrehter linkstyp unspezifische intraventrikuläre leitungsstörung", {"SR", "LAFB"}),
+        # conduction, atria, Q waves, abbreviations
+        ("sinusrhythmus lagetyp normal unspezifischer intraventrikulÄrer block", {"SR", "IVCD"}),
+        ("sinusrhythmus intraventr. leitungsstörung", {"SR", "IVCD"}),
+        ("sinusrhythmus p-sinistrocardiale lagetyp normal", {"SR", "LAO/LAE"}),
+        ("sinusrhythmus verdacht auf p-sinistrocardiale lagetyp normal", {"SR", "NORM"}),
+        ("sinus bradykardie av- block 1. grades q in iii", {"SBRAD", "1AVB", "QWAVE"}),
+        # locations: inferior + lateral infarcts are ILMI, German "lateraler infarkt" ALMI
+        ("sinusrhythmus qrs(t) abnorm anterolateraler infarkt möglich inferiorer infarkt wahrscheinlich alt",
+         {"SR", "ABQRS", "ILMI"}),
+        ("sinusrhythmus qrs(t) abnorm lateraler infarkt alter unbest.", {"SR", "ABQRS", "ALMI"}),
+        ("sinusrhythmus qrs(t) abnorm anterolateraler myokardschaden möglich", {"SR", "ABQRS"}),
+    ],
+)
+def test_german_phrase_classes(text, codes):
+    assert extract_labels(text) == codes
+
+
+@pytest.mark.parametrize(
+    "text, codes",
+    [
         ("sinus rhythm. st segments are slightly depressed in v5,6.", {"SR", "STD_"}),
         ("sinus rhythm. t waves are inverted in ii, iii, avf.", {"SR", "INVT"}),
         # T-wave flattening carries PTB-XL's NDT too; "t waves are flat" (without "low") is not LOWT
@@ -88,6 +121,20 @@ def test_english_predicates_and_locations(text, codes):
     ],
 )
 def test_swedish(text, codes):
+    assert report_language(text) == "sv"
+    assert extract_labels(text) == codes
+
+
+@pytest.mark.parametrize(
+    "text, codes",
+    [
+        ("sinusrytm ventrikulär(a) extrasystoli(er) vänster el-axel", {"SR", "PVC"}),
+        ("sinusrytm supraventrikulär(a) extrasystoli(er) eljest normalt ekg", {"SR", "NORM"}),
+        ("sinusrytm extrem vänster el-axel", {"SR", "LAFB"}),
+        ("sinusrytm ospecifik st-förändring", {"SR", "NST_"}),
+    ],
+)
+def test_swedish_phrase_classes(text, codes):
     assert report_language(text) == "sv"
     assert extract_labels(text) == codes
 
