@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from transformers.cache_utils import Cache
 
+from meit.fusion.kv_projection import fused_prefix_kv
+
 LLAMA_LIKE = ("llama", "mistral")
 GPT2_LIKE = ("gpt2",)
 SUPPORTED_MODEL_TYPES = LLAMA_LIKE + GPT2_LIKE
@@ -162,3 +164,15 @@ class Backbone:
             k, v = attn.k_proj(x), attn.v_proj(x)
         shape = (x.shape[0], x.shape[1], -1, self.head_dim)
         return k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2)
+
+    def project_kv_all(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`project_kv` of `x` for every layer, in layer order; Llama/Mistral in a few batched matmuls.
+
+        The batched path (`meit.fusion.kv_projection`) gives the per-layer result; projections it does not
+        cover (GPT-2's fused c_attn, DoRA, quantised or hooked modules) run one layer at a time.
+        """
+        if self.kind == "llama":
+            fused = fused_prefix_kv([self.attention(i) for i in range(len(self.layers))], x, self.head_dim)
+            if fused is not None:
+                return fused
+        return [self.project_kv(i, x) for i in range(len(self.layers))]

@@ -59,8 +59,7 @@ class PrefixKVLM(ECGConditionedLM):
     def prefix_cache(self, ecg: torch.Tensor, grow: bool) -> PrefixKVCache:
         """Encodes the ECG and builds the per-layer prefix keys/values."""
         tokens = self.encode_ecg(ecg)
-        prefix = [self.backbone.project_kv(i, tokens) for i in range(len(self.backbone.layers))]
-        return PrefixKVCache(prefix, grow)
+        return PrefixKVCache(self.backbone.project_kv_all(tokens), grow)
 
     def prepare(self, ecg, input_ids, attention_mask, labels, ecg_mask, use_cache) -> DecoderInputs:
         """Text embeddings + a cache holding the ECG prefix; the mask covers prefix + text."""
