@@ -54,6 +54,30 @@ def repeat_timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[s
     return summarise(times)
 
 
+def interleaved_timed(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Runs every function once per round, the order rotated each round, so load on a shared machine hits all alike.
+
+    Returns:
+        Each function's wall seconds, one per timed round (round r of every list was measured together).
+    """
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratio_stat(times: dict[str, list[float]], numerator: str, denominator: str) -> dict[str, float]:
+    """Median, min and max over rounds of `numerator`'s time over `denominator`'s, both from the same round."""
+    return summarise([a / b for a, b in zip(times[numerator], times[denominator])])
+
+
 def summarise(values: list[float]) -> dict[str, float]:
     """Median, min and max of `values`."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}

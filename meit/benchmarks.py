@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from meit.bench import matmul_peak_gflops, rate, repeat_timed, summarise
+from meit.bench import interleaved_timed, matmul_peak_gflops, rate, ratio_stat, repeat_timed, summarise
 
 IGNORE = -100
 
@@ -255,8 +255,9 @@ def _train_step_figures(shape: BenchShape, ecg_tokens: int, repeats: int, peak: 
 
 def train_suite(repeats: int, peak_gflops: float, tiny: bool = False) -> dict[str, Any]:
     """Training samples/s and FLOP/s (fraction of the fp32 matmul peak) of MEIT's default model and of a hidden-512
-    model (`wide_*`, 8 ECG tokens: the speed target's >= 25 % of peak is for hidden >= 512); prefix-KV
-    forward+backward overhead vs the same LM on text only and vs input-prefix, with 32 ECG tokens each."""
+    model (`wide_*`, 8 ECG tokens: the speed target's >= 25 % of peak is for hidden >= 512); prefix-KV and
+    input-prefix forward+backward vs the same LM on text only, split into encoder and fusion cost (`fusion_overheads`,
+    32 and 1 ECG tokens)."""
     shape = shape_for(tiny)
     # The peak is the best fp32 matmul rate seen (the run's 1024^3 median, or 2048^3 measured now, max of repeats):
     # on a shared machine a median can sit below what the training step itself reaches.
@@ -271,26 +272,36 @@ def train_suite(repeats: int, peak_gflops: float, tiny: bool = False) -> dict[st
 
 
 def fusion_overheads(shape: BenchShape, repeats: int) -> dict[str, Any]:
-    """Forward+backward seconds of prefix-KV, input-prefix and text-only on the same LM and text, and the ratios."""
-    prefix = build_net(shape, "prefix_kv", ecg_tokens=shape.ecg_tokens)
-    inputs = build_net(shape, "input_prefix", ecg_tokens=shape.ecg_tokens)
+    """Forward+backward seconds of the same LM and text: text only, text + the encoder/projector forward and
+    backward (no fusion), prefix-KV and input-prefix, at `shape.ecg_tokens` and at 1 ECG token; and the ratios.
+
+    All variants run interleaved (one of each per round, order rotated) and every ratio is the median over rounds
+    of two times from the same round, so load from other processes cancels. `encoder_over_text_only` is the ECG
+    encoder's cost, `*_over_text_plus_encoder` the fusion's own.
+    """
     batch = make_batch(shape)
-    times = {"prefix_kv": repeat_timed(step_fn(prefix, batch), repeats),
-             "input_prefix": repeat_timed(step_fn(inputs, batch), repeats),
-             "text_only": repeat_timed(step_fn(prefix, batch, text_only=True), repeats),
-             "text_only_plus_encoder": repeat_timed(step_fn(prefix, batch, text_only=True, with_encoder=True), repeats)}
-    out: dict[str, Any] = {f"fwd_bwd_s_{name}_{shape.ecg_tokens}tok" if name != "text_only" else "fwd_bwd_s_text_only":
-                           value for name, value in times.items()}
-    out[f"prefix_kv_over_text_only_{shape.ecg_tokens}tok"] = times["prefix_kv"]["median"] / times["text_only"]["median"]
-    # Encoder cost vs the fusion's own: the text-only baseline runs no encoder, this ratio does.
-    out[f"prefix_kv_over_text_plus_encoder_{shape.ecg_tokens}tok"] = (
-        times["prefix_kv"]["median"] / times["text_only_plus_encoder"]["median"])
-    out[f"prefix_kv_over_input_prefix_{shape.ecg_tokens}tok"] = (times["prefix_kv"]["median"]
-                                                                  / times["input_prefix"]["median"])
-    # MEIT's own setting: one pooled ECG token (the overhead is then mostly the ECG encoder's own work).
-    meit = repeat_timed(step_fn(build_net(shape, "prefix_kv", ecg_tokens=1), batch), repeats)
-    out["fwd_bwd_s_prefix_kv_1tok"] = meit
-    out["prefix_kv_over_text_only_1tok"] = meit["median"] / times["text_only"]["median"]
+    steps: dict[str, Callable[[], None]] = {}
+    for tokens in dict.fromkeys((shape.ecg_tokens, 1)):
+        prefix = build_net(shape, "prefix_kv", ecg_tokens=tokens)
+        inputs = build_net(shape, "input_prefix", ecg_tokens=tokens)
+        steps.setdefault("text_only", step_fn(prefix, batch, text_only=True))
+        steps[f"text_plus_encoder_{tokens}tok"] = step_fn(prefix, batch, text_only=True, with_encoder=True)
+        steps[f"prefix_kv_{tokens}tok"] = step_fn(prefix, batch)
+        # input-prefix's own encoder baseline: its default projector ("mlp") differs from prefix-KV's ("meit").
+        steps[f"input_prefix_text_plus_encoder_{tokens}tok"] = step_fn(inputs, batch, text_only=True,
+                                                                      with_encoder=True)
+        steps[f"input_prefix_{tokens}tok"] = step_fn(inputs, batch)
+    times = interleaved_timed(steps, repeats)
+    out: dict[str, Any] = {f"fwd_bwd_s_{name}": summarise(values) for name, values in times.items()}
+    for tokens in dict.fromkeys((shape.ecg_tokens, 1)):
+        t = f"{tokens}tok"
+        out[f"encoder_over_text_only_{t}"] = ratio_stat(times, f"text_plus_encoder_{t}", "text_only")
+        out[f"prefix_kv_over_text_only_{t}"] = ratio_stat(times, f"prefix_kv_{t}", "text_only")
+        out[f"prefix_kv_over_text_plus_encoder_{t}"] = ratio_stat(times, f"prefix_kv_{t}", f"text_plus_encoder_{t}")
+        out[f"input_prefix_over_text_only_{t}"] = ratio_stat(times, f"input_prefix_{t}", "text_only")
+        out[f"input_prefix_over_text_plus_encoder_{t}"] = ratio_stat(times, f"input_prefix_{t}",
+                                                                     f"input_prefix_text_plus_encoder_{t}")
+        out[f"prefix_kv_over_input_prefix_{t}"] = ratio_stat(times, f"prefix_kv_{t}", f"input_prefix_{t}")
     return out
 
 

@@ -49,9 +49,14 @@ def test_tiny_train_and_generate_suites_have_the_documented_figures():
     assert "d=64" in train["wide_shape"] and "8 ECG tokens" in train["wide_shape"]  # tiny stand-in for d=512
     wide_ratio = train["wide_fraction_of_fp32_peak"]["median"] / train["wide_achieved_gflops"]["median"]
     assert wide_ratio == pytest.approx(1 / train["fp32_peak_gflops_used"])
-    assert train["prefix_kv_over_text_only_4tok"] > 0 and train["prefix_kv_over_input_prefix_4tok"] > 0
-    assert train["prefix_kv_over_text_plus_encoder_4tok"] > 0
-    assert _is_stat(train["fwd_bwd_s_text_only_plus_encoder_4tok"])
+    for tokens in ("4tok", "1tok"):  # the tiny shape's ecg_tokens, and MEIT's single pooled token
+        for name in ("text_plus_encoder", "prefix_kv", "input_prefix", "input_prefix_text_plus_encoder"):
+            assert _is_stat(train[f"fwd_bwd_s_{name}_{tokens}"]), (name, tokens)
+        for ratio in ("encoder_over_text_only", "prefix_kv_over_text_only", "prefix_kv_over_text_plus_encoder",
+                      "input_prefix_over_text_only", "input_prefix_over_text_plus_encoder",
+                      "prefix_kv_over_input_prefix"):
+            stat = train[f"{ratio}_{tokens}"]
+            assert _is_stat(stat) and stat["median"] > 0, (ratio, tokens)
     assert train["flops_per_step_counted"] <= train["flops_per_step_analytic"]
     assert train["fp32_peak_gflops_used"] >= 100.0
     ratio = train["fraction_of_fp32_peak"]["median"] / train["achieved_gflops"]["median"]
@@ -59,6 +64,19 @@ def test_tiny_train_and_generate_suites_have_the_documented_figures():
     generate = generate_suite(repeats=1, peak_gflops=100.0, tiny=True)
     assert _is_stat(generate["reports_per_s_prefix_kv"]) and _is_stat(generate["reports_per_s_text_only"])
     assert generate["new_tokens"] == TINY.gen_tokens
+
+
+def test_interleaved_timing_rotates_the_order_and_pairs_rounds(monkeypatch):
+    """Every round runs each variant once, starting one later each round; ratios pair times of the same round."""
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    clock = iter(range(100))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    times = bench.interleaved_timed(fns, repeats=3, warmup=1)
+    assert calls == ["a", "b", "c", "a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert all(len(values) == 3 for values in times.values())
+    slow = {"x": [2.0, 4.0, 9.0], "base": [1.0, 2.0, 3.0]}  # load doubled round 2: the paired ratio ignores it
+    assert bench.ratio_stat(slow, "x", "base") == {"median": 2.0, "min": 2.0, "max": 3.0, "n": 3}
 
 
 def test_tiny_grounding_suite_times_measuring_and_checking_at_both_rates():
