@@ -61,6 +61,8 @@ class MEITModule(L.LightningModule):
         self.label_head = head
         if self.model_cfg.aux_label_loss_weight > 0:
             self.net.projector.register_forward_hook(self._keep_ecg_tokens)
+        else:  # kept for the checkpoint only: a trainable parameter without a gradient stops DDP
+            head.requires_grad_(False)
 
     def _keep_ecg_tokens(self, module: nn.Module, args: Any, output: torch.Tensor) -> None:
         self._ecg_tokens = output if self.training else None
