@@ -19,11 +19,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see meit.fit: spinning Op
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from meit.align import label_targets, record_labels  # noqa: E402
 from meit.atomic import write_json, write_text  # noqa: E402
 from meit.datamodule import MEITDataModule  # noqa: E402
 from meit.errors import UserFacingError  # noqa: E402
 from meit.eval.label_metrics import build_label_stats  # noqa: E402
-from meit.eval.labels import extract_labels  # noqa: E402
 from meit.rundir import (  # noqa: E402
     METRICS,
     REPORT,
@@ -46,14 +46,13 @@ def features(module: Any, dm: MEITDataModule, split: str, limit: int | None) -> 
     feats, labels = [], []
     for batch in dm.predict_dataloader(split, limit):
         feats.append(module.net.encode_ecg(batch["ecg"].to(module.device)).float().mean(dim=1).cpu())
-        labels += [set(codes) or extract_labels(report) for codes, report in zip(batch["labels_true"],
-                                                                                 batch["reports"])]
+        labels += [record_labels(codes, report) for codes, report in zip(batch["labels_true"], batch["reports"])]
     return torch.cat(feats), labels
 
 
 def train_probe(x: torch.Tensor, labels: list[set[str]], space: list[str], seed: int = 0) -> torch.nn.Linear:
     """A linear multi-label head (BCE, full batch, Adam) on standardised features; `x` is standardised already."""
-    y = torch.tensor([[c in s for c in space] for s in labels], dtype=torch.float32)
+    y = label_targets(labels, space)
     gen = torch.Generator().manual_seed(seed)
     head = torch.nn.Linear(x.shape[1], len(space))
     torch.nn.init.normal_(head.weight, std=0.01, generator=gen)
