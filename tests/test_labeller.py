@@ -197,6 +197,27 @@ def test_labeller_cli(tmp_path, capsys):
     assert f"{bad}:2" in capsys.readouterr().err
 
 
+def test_labeller_cli_folds(tmp_path, capsys):
+    # --folds scores only the rows of those strat_fold values: the two halves of the dev rows add up
+    halves = [check_labeller(SAMPLE, folds=f) for f in ([1, 2, 3, 4], [5, 6, 7, 8])]
+    assert [h["n"] for h in halves] == [146, 154] and halves[0]["folds"] == [1, 2, 3, 4]
+    assert check_labeller(SAMPLE)["folds"] is None
+    assert main(["labeller", "--ptbxl-database", str(SAMPLE), "--folds", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 21 and out["folds"] == [3]
+    assert main(["labeller", "--ptbxl-database", str(SAMPLE), "--folds", "1", "2"]) == 0
+    assert "n = 92, strat_fold 1 2," in capsys.readouterr().out
+    # a fold without rows and a file without strat_fold are clear errors
+    assert main(["labeller", "--ptbxl-database", str(SAMPLE), "--folds", "1", "9"]) == 2
+    assert "no rows of strat_fold [9]" in capsys.readouterr().err
+    bare = tmp_path / "ptbxl_database.csv"
+    bare.write_text("ecg_id,report,scp_codes\n1,sinus rhythm,{'SR': 0.0}\n", encoding="utf-8")
+    assert main(["labeller", "--ptbxl-database", str(bare), "--folds", "1"]) == 2
+    assert "strat_fold column" in capsys.readouterr().err
+    assert main(["labeller", "--ptbxl-database", str(bare)]) == 0
+    capsys.readouterr()
+
+
 def test_ce_protocol_and_ceiling():
     records = [
         # reference text labels {SR}, codes {SR, NORM}; prediction {SR}
