@@ -76,6 +76,31 @@ def test_german(text, codes):
          {"SR", "ABQRS", "ILMI"}),
         ("sinusrhythmus qrs(t) abnorm lateraler infarkt alter unbest.", {"SR", "ABQRS", "ALMI"}),
         ("sinusrhythmus qrs(t) abnorm anterolateraler myokardschaden möglich", {"SR", "ABQRS"}),
+        # the machine's "beschleunigter AV-Rhythmus" is PTB-XL's first-degree AV block, without a sinus rhythm
+        ("beschleunigter av-rhythmus lagetyp normal", {"1AVB"}),
+        ("beschleunigter AV-Rhythmus überdrehter linkstyp", {"1AVB", "LAFB"}),
+        # RSB / LSB abbreviations; a complete "lsb" gives no code, a complete "rsb" CRBBB
+        ("sinusrhythmus a-v block i kompl. rsb", {"SR", "1AVB", "CRBBB"}),
+        ("sinusbradykardie mitteltyp partieller rsb", {"SBRAD", "IRBBB"}),
+        ("sinusrhythmus inkompl. lsb", {"SR", "ILBBB"}),
+        ("sinusrhythmus linkstyp kompl. lsb", {"SR"}),
+        # LAFB followed by an unspecific intraventricular block is the machine's bifascicular block (RBBB)
+        ("sinusrhythmus linksanteriorer hemiblock unspezifischer intraventrikulärer block qrs(t) abnorm",
+         {"SR", "LAFB", "CRBBB", "ABQRS"}),
+        # "<wall> ischämie oder linksbelastung": the wall's ischaemia code (ISC_ too for the anterolateral and
+        # inferolateral walls), ISCAL and ISCLA for the lateral wall, no code for the high-lateral one
+        ("sinusrhythmus st & t abnorm, wahrscheinlich anterolaterale ischämie oder linksbelastung",
+         {"SR", "ISCAL", "ISC_"}),
+        ("sinusrhythmus st & t abnorm, wahrscheinlich inferolaterale ischaemie oder linksbelastung",
+         {"SR", "ISCIL", "ISC_"}),
+        ("vorhofflimmern/-flattern st & t abnorm, wahrscheinlich    laterale ischaemie oder linksbelastung",
+         {"AFIB", "ISCAL", "ISCLA"}),
+        ("sinusrhythmus st & t abnorm, wahrscheinlich    hochlaterale ischaemie oder linksbelastung", {"SR"}),
+        ("sinusrhythmus st & t abnorm, wahrscheinlich    inferiore ischaemie oder linksbelastung", {"SR", "ISCIN"}),
+        ("sinusrhythmus st & t abnormal, wahrscheinlich    ischaemie oder linksbelastung", {"SR", "ISC_"}),
+        # negated: no code
+        ("sinusrhythmus keine ischaemie oder linksbelastung", {"SR"}),
+        ("sinusrhythmus kein beschleunigter av-rhythmus", {"SR"}),
     ],
 )
 def test_german_phrase_classes(text, codes):
