@@ -65,11 +65,18 @@ GERMAN: Table = [
     ((), r"verdacht auf p-?sinistro\w*|p-?verbreiterung"),
     (("LAO/LAE",), r"p-?sinistro\w*"),
     (("RAO/RAE",), r"p[- ]?dextro\w*|p[- ]pulmonale"),
+    # atrial overload written out ("vorhofsüberlastung rechts / links"): RAO/RAE in 5 of 5 dev rows, LAO/LAE in
+    # 5 of 8 (both halves)
+    (("RAO/RAE",), r"vorhofs?ueberlastung rechts|rechts\w* vorhofs?ueberlastung"),
+    (("LAO/LAE",), r"vorhofs?ueberlastung links|links\w* vorhofs?ueberlastung"),
     (("ABQRS",), r"qrs\(?t?\)? abnorm\w*|qrs[- ]?(?:deformierung|veraenderung)\w*"),
     (("NST_",), r"unspezifisch\w* (?:abnorm\w* )?st[- ]?(?:strecken)?[- ]?(?:senkung|veraenderung)\w*"),
     (("NDT",), r"unspezifisch\w* abnorm\w* t\b|unspezifisch\w* t[- ]?(?:wellen)?veraenderung\w*"),
     # German ST/T/QT and voltage wording that PTB-XL rarely codes as STD_/STE_/LNGQT/LVOLT
     ((), r"st[- ]?(?:strecken)?[- ]?(?:senkung|hebung)\w*|qt[- ]?(?:zeit[- ]?)?verlaengerung|periphere niederspannung"),
+    # "innenschichtschaden" (subendocardial damage, after "st abnorm, möglicherweise"): ISC_ in 50-63 % of the
+    # dev rows of either half; the location-specific injury codes are too rare there to follow
+    (("ISC_",), r"innenschicht\w*"),
     (("INVT",), r"t[- ]?negativierung\w*|negativ\w* t[- ]?(?:welle|zacke)\w*"),
     (("LOWT",), r"t[- ]?abflachung\w*|abgeflacht\w* t\b|flache t\b"),
     (("DIG",), r"digitalis\w*"),

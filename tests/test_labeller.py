@@ -98,8 +98,15 @@ def test_german(text, codes):
         ("sinusrhythmus st & t abnorm, wahrscheinlich    hochlaterale ischaemie oder linksbelastung", {"SR"}),
         ("sinusrhythmus st & t abnorm, wahrscheinlich    inferiore ischaemie oder linksbelastung", {"SR", "ISCIN"}),
         ("sinusrhythmus st & t abnormal, wahrscheinlich    ischaemie oder linksbelastung", {"SR", "ISC_"}),
+        # subendocardial damage ("innenschichtschaden") is ischaemia; atrial overload written out
+        ("tachykardes vorhofflimmern st abnormal, möglicherweise    anteriorer innenschichtsschaden", {"AFIB", "ISC_"}),
+        ("sinusrhythmus a-v block i lagetyp normal vorhofsüberlastung rechts pathologisch", {"SR", "1AVB", "RAO/RAE"}),
+        ("sinusbradykardie lagetyp normal vorhofsueberlastung links", {"SBRAD", "LAO/LAE"}),
+        ("sinustachykardie linkshypertrophie vorhofüberlastung links möglich", {"STACH", "LVH", "LAO/LAE"}),
         # negated: no code
         ("sinusrhythmus keine ischaemie oder linksbelastung", {"SR"}),
+        ("sinusrhythmus keine vorhofsueberlastung rechts", {"SR"}),
+        ("sinusrhythmus kein innenschichtschaden", {"SR"}),
         ("sinusrhythmus kein beschleunigter av-rhythmus", {"SR"}),
     ],
 )
