@@ -1,6 +1,7 @@
 """How well the report labeller reads real reports: ``extract_labels(report)`` against PTB-XL's ``scp_codes``.
 
-``python -m meit.evaluate labeller --ptbxl-database PATH/ptbxl_database.csv [--json]`` scores every row:
+``python -m meit.evaluate labeller --ptbxl-database PATH/ptbxl_database.csv [--folds 1 2 ...] [--json]`` scores every
+row (or the rows of the given ``strat_fold`` values):
 micro/macro F1 over the SCP statements, per-code precision/recall/support, superclass scores, and the
 same split by report language (German, English, Swedish). Every code a row lists counts as true,
 whatever its likelihood (the pipeline's ``labels_true`` convention; see docs/METRICS.md).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import ast
 import csv
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,25 +38,46 @@ def report_language(text: str) -> str:
     return "de" if _GERMAN.search(t) else "en"
 
 
-def read_ptbxl_rows(path: str | Path, min_likelihood: float = 0.0) -> list[tuple[str, str, set[str]]]:
-    """``(ecg_id, report, true codes)`` of every row of a ptbxl_database.csv.
+def _fold(path: Path, lineno: int, value: str) -> int:
+    try:
+        return int(float(value))
+    except ValueError:
+        raise ValueError(f"{path}:{lineno}: strat_fold is not a number ({value!r})") from None
+
+
+def read_ptbxl_rows(
+    path: str | Path, min_likelihood: float = 0.0, folds: Sequence[int] | None = None
+) -> list[tuple[str, str, set[str]]]:
+    """``(ecg_id, report, true codes)`` of every row of a ptbxl_database.csv (or of the given folds).
 
     Args:
-        path: The CSV (columns ``ecg_id``, ``report``, ``scp_codes``).
+        path: The CSV (columns ``ecg_id``, ``report``, ``scp_codes``; ``strat_fold`` when ``folds`` is given).
         min_likelihood: A code is true when its likelihood is at least this, or 0 (PTB-XL's "unquantified",
             given to rhythm and form statements). 0: every listed code (the ``labels_true`` convention).
+        folds: Only the rows whose ``strat_fold`` is one of these (e.g. ``[1, 2, 3, 4]`` for one half of the
+            dev rows); None: every row.
 
     Raises:
-        ValueError: naming the file and row when a column is missing or ``scp_codes`` is not a dict literal.
+        ValueError: naming the file and row when a column is missing or ``scp_codes`` is not a dict literal;
+            naming the folds when ``strat_fold`` is missing or a requested fold has no rows.
     """
     path = Path(path)
+    wanted = None if folds is None else {int(x) for x in folds}
     rows = []
+    seen: set[int] = set()
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         missing = {"ecg_id", "report", "scp_codes"} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path}: missing columns {sorted(missing)}")
+        if wanted is not None and "strat_fold" not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: --folds needs a strat_fold column, and the file has none")
         for lineno, row in enumerate(reader, start=2):
+            if wanted is not None:
+                fold = _fold(path, lineno, row["strat_fold"])
+                if fold not in wanted:
+                    continue
+                seen.add(fold)
             try:
                 codes = ast.literal_eval(row["scp_codes"])
             except (ValueError, SyntaxError) as e:
@@ -63,6 +86,8 @@ def read_ptbxl_rows(path: str | Path, min_likelihood: float = 0.0) -> list[tuple
                 raise ValueError(f"{path}:{lineno}: scp_codes is not a dict")
             true = {str(c).strip() for c, v in codes.items() if float(v) == 0 or float(v) >= min_likelihood}
             rows.append((row["ecg_id"], row["report"], true))
+    if wanted is not None and wanted - seen:
+        raise ValueError(f"{path}: no rows of strat_fold {sorted(wanted - seen)}")
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
@@ -90,13 +115,25 @@ def _scores(truth: list[set[str]], pred: list[set[str]]) -> dict:
     }
 
 
-def check_labeller(path: str | Path, min_likelihood: float = 0.0) -> dict:
-    """Labeller scores on a ptbxl_database.csv: overall and per report language (see :func:`read_ptbxl_rows`)."""
-    rows = read_ptbxl_rows(path, min_likelihood)
+def check_labeller(path: str | Path, min_likelihood: float = 0.0, folds: Sequence[int] | None = None) -> dict:
+    """Labeller scores on a ptbxl_database.csv: overall and per report language (see :func:`read_ptbxl_rows`).
+
+    Args:
+        path: The ptbxl_database.csv.
+        min_likelihood: See :func:`read_ptbxl_rows`.
+        folds: Only these ``strat_fold`` values; None: every row.
+
+    Returns:
+        ``n``, ``micro_f1``, ``macro_f1_support_ge_20``, superclass scores, ``per_code`` and ``by_language``;
+        ``folds`` (sorted list, or None) says which rows were scored.
+    """
+    rows = read_ptbxl_rows(path, min_likelihood, folds)
     truth = [codes for _, _, codes in rows]
     pred = [extract_labels(report) for _, report, _ in rows]
     langs = [report_language(report) for _, report, _ in rows]
-    out = {"database": str(path), "min_likelihood": min_likelihood, **_scores(truth, pred), "by_language": {}}
+    scored = None if folds is None else sorted({int(x) for x in folds})
+    out = {"database": str(path), "min_likelihood": min_likelihood, "folds": scored, **_scores(truth, pred)}
+    out["by_language"] = {}
     for lang in ("de", "en", "sv"):
         idx = [i for i, x in enumerate(langs) if x == lang]
         if idx:
@@ -109,7 +146,9 @@ def check_labeller(path: str | Path, min_likelihood: float = 0.0) -> dict:
 def format_check(result: dict) -> str:
     """The check as plain text: summary, languages, then per-code rows by support."""
     key = f"macro_f1_support_ge_{MIN_SUPPORT}"
-    lines = [f"labeller check on {result['database']} (n = {result['n']}, true codes: likelihood 0 or"
+    folds = result.get("folds")
+    where = "" if folds is None else ", strat_fold " + " ".join(str(x) for x in folds)
+    lines = [f"labeller check on {result['database']} (n = {result['n']}{where}, true codes: likelihood 0 or"
              f" >= {result['min_likelihood']:g})", ""]
     lines.append(f"{'set':<8}{'n':>6}{'micro_f1':>10}{'macro_f1*':>11}{'superclass':>12}")
     for name, res in [("all", result), *result["by_language"].items()]:

@@ -119,6 +119,10 @@ def _locations(clause: str, lo: int, hi: int) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), LOCATION_KEY[m.group(0).replace("-", "")]) for m in loc_re.finditer(clause, lo, hi)]
 
 
+def _codes(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else value
+
+
 def _localised(clause: str) -> tuple[dict[str, float], str]:
     """Infarct / injury / ischaemia codes: every location word just before the keyword (or else just after)."""
     found: dict[str, float] = {}
@@ -131,9 +135,9 @@ def _localised(clause: str) -> tuple[dict[str, float], str]:
             before = _locations(clause, max(prev_end, m.start() - _WINDOW), m.start())
             after = _locations(clause, m.end(), min(len(clause), m.end() + _WINDOW))
             chosen = before or after[:1]
-            codes = {mapping[k] for _, _, k in chosen if k in mapping}
-            if not codes and None in mapping:
-                codes = {mapping[None]}
+            codes = {c for _, _, k in chosen if k in mapping for c in _codes(mapping[k])}
+            if not chosen and None in mapping:
+                codes = set(_codes(mapping[None]))
             _add(found, codes, _likelihood(clause, min([m.start()] + [a for a, _, _ in chosen]), m.end()))
             for a, b, _ in chosen:
                 clause = _mask(clause, a, b)

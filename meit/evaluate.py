@@ -2,7 +2,7 @@
 
 Writes metrics.json (default: beside the predictions), prints a table, optionally writes a
 Markdown table (``--markdown``) and a paired bootstrap comparison (``--compare B.jsonl``).
-``python -m meit.evaluate labeller --ptbxl-database PATH [--json]`` measures the report labeller
+``python -m meit.evaluate labeller --ptbxl-database PATH [--folds F ...] [--json]`` measures the report labeller
 on a PTB-XL database file (reports against their own ``scp_codes``).
 """
 
@@ -101,6 +101,8 @@ def build_labeller_parser() -> argparse.ArgumentParser:
     p.add_argument("--ptbxl-database", type=Path, required=True, help="ptbxl_database.csv (report, scp_codes)")
     p.add_argument("--min-likelihood", type=float, default=0.0,
                    help="a code is true at this likelihood or above, or at 0 (unquantified); default 0: every code")
+    p.add_argument("--folds", type=int, nargs="+", default=None, metavar="FOLD",
+                   help="score only the rows of these strat_fold values (e.g. --folds 1 2 3 4); default: every row")
     p.add_argument("--json", action="store_true", help="print the full result as JSON instead of a table")
     return p
 
@@ -109,7 +111,7 @@ def labeller_main(argv: list[str]) -> int:
     """Run ``python -m meit.evaluate labeller``."""
     args = build_labeller_parser().parse_args(argv)
     try:
-        result = check_labeller(args.ptbxl_database, args.min_likelihood)
+        result = check_labeller(args.ptbxl_database, args.min_likelihood, args.folds)
     except (ValueError, OSError, UserFacingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

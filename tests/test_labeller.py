@@ -76,6 +76,38 @@ def test_german(text, codes):
          {"SR", "ABQRS", "ILMI"}),
         ("sinusrhythmus qrs(t) abnorm lateraler infarkt alter unbest.", {"SR", "ABQRS", "ALMI"}),
         ("sinusrhythmus qrs(t) abnorm anterolateraler myokardschaden möglich", {"SR", "ABQRS"}),
+        # the machine's "beschleunigter AV-Rhythmus" is PTB-XL's first-degree AV block, without a sinus rhythm
+        ("beschleunigter av-rhythmus lagetyp normal", {"1AVB"}),
+        ("beschleunigter AV-Rhythmus überdrehter linkstyp", {"1AVB", "LAFB"}),
+        # RSB / LSB abbreviations; a complete "lsb" gives no code, a complete "rsb" CRBBB
+        ("sinusrhythmus a-v block i kompl. rsb", {"SR", "1AVB", "CRBBB"}),
+        ("sinusbradykardie mitteltyp partieller rsb", {"SBRAD", "IRBBB"}),
+        ("sinusrhythmus inkompl. lsb", {"SR", "ILBBB"}),
+        ("sinusrhythmus linkstyp kompl. lsb", {"SR"}),
+        # LAFB followed by an unspecific intraventricular block is the machine's bifascicular block (RBBB)
+        ("sinusrhythmus linksanteriorer hemiblock unspezifischer intraventrikulärer block qrs(t) abnorm",
+         {"SR", "LAFB", "CRBBB", "ABQRS"}),
+        # "<wall> ischämie oder linksbelastung": the wall's ischaemia code (ISC_ too for the anterolateral and
+        # inferolateral walls), ISCAL and ISCLA for the lateral wall, no code for the high-lateral one
+        ("sinusrhythmus st & t abnorm, wahrscheinlich anterolaterale ischämie oder linksbelastung",
+         {"SR", "ISCAL", "ISC_"}),
+        ("sinusrhythmus st & t abnorm, wahrscheinlich inferolaterale ischaemie oder linksbelastung",
+         {"SR", "ISCIL", "ISC_"}),
+        ("vorhofflimmern/-flattern st & t abnorm, wahrscheinlich    laterale ischaemie oder linksbelastung",
+         {"AFIB", "ISCAL", "ISCLA"}),
+        ("sinusrhythmus st & t abnorm, wahrscheinlich    hochlaterale ischaemie oder linksbelastung", {"SR"}),
+        ("sinusrhythmus st & t abnorm, wahrscheinlich    inferiore ischaemie oder linksbelastung", {"SR", "ISCIN"}),
+        ("sinusrhythmus st & t abnormal, wahrscheinlich    ischaemie oder linksbelastung", {"SR", "ISC_"}),
+        # subendocardial damage ("innenschichtschaden") is ischaemia; atrial overload written out
+        ("tachykardes vorhofflimmern st abnormal, möglicherweise    anteriorer innenschichtsschaden", {"AFIB", "ISC_"}),
+        ("sinusrhythmus a-v block i lagetyp normal vorhofsüberlastung rechts pathologisch", {"SR", "1AVB", "RAO/RAE"}),
+        ("sinusbradykardie lagetyp normal vorhofsueberlastung links", {"SBRAD", "LAO/LAE"}),
+        ("sinustachykardie linkshypertrophie vorhofüberlastung links möglich", {"STACH", "LVH", "LAO/LAE"}),
+        # negated: no code
+        ("sinusrhythmus keine ischaemie oder linksbelastung", {"SR"}),
+        ("sinusrhythmus keine vorhofsueberlastung rechts", {"SR"}),
+        ("sinusrhythmus kein innenschichtschaden", {"SR"}),
+        ("sinusrhythmus kein beschleunigter av-rhythmus", {"SR"}),
     ],
 )
 def test_german_phrase_classes(text, codes):
@@ -195,6 +227,27 @@ def test_labeller_cli(tmp_path, capsys):
     bad.write_text("ecg_id,report,scp_codes\n1,sinus rhythm,not a dict\n", encoding="utf-8")
     assert main(["labeller", "--ptbxl-database", str(bad)]) == 2
     assert f"{bad}:2" in capsys.readouterr().err
+
+
+def test_labeller_cli_folds(tmp_path, capsys):
+    # --folds scores only the rows of those strat_fold values: the two halves of the dev rows add up
+    halves = [check_labeller(SAMPLE, folds=f) for f in ([1, 2, 3, 4], [5, 6, 7, 8])]
+    assert [h["n"] for h in halves] == [146, 154] and halves[0]["folds"] == [1, 2, 3, 4]
+    assert check_labeller(SAMPLE)["folds"] is None
+    assert main(["labeller", "--ptbxl-database", str(SAMPLE), "--folds", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["n"] == 21 and out["folds"] == [3]
+    assert main(["labeller", "--ptbxl-database", str(SAMPLE), "--folds", "1", "2"]) == 0
+    assert "n = 92, strat_fold 1 2," in capsys.readouterr().out
+    # a fold without rows and a file without strat_fold are clear errors
+    assert main(["labeller", "--ptbxl-database", str(SAMPLE), "--folds", "1", "9"]) == 2
+    assert "no rows of strat_fold [9]" in capsys.readouterr().err
+    bare = tmp_path / "ptbxl_database.csv"
+    bare.write_text("ecg_id,report,scp_codes\n1,sinus rhythm,{'SR': 0.0}\n", encoding="utf-8")
+    assert main(["labeller", "--ptbxl-database", str(bare), "--folds", "1"]) == 2
+    assert "strat_fold column" in capsys.readouterr().err
+    assert main(["labeller", "--ptbxl-database", str(bare)]) == 0
+    capsys.readouterr()
 
 
 def test_ce_protocol_and_ceiling():
