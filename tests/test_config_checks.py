@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,18 @@ def test_a_typo_fails_before_any_data_or_backbone_is_built(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "error: --model.encoder_kwargs: encoder resnet_small_1d takes no 'n_tokenz'" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # no run directory, no data cache, no backbone
+
+
+FIT_CONFIGS = sorted(p for p in (Path(__file__).parent.parent / "configs").glob("*.yaml")
+                     if p.stem not in ("compare", "zeroshot"))  # those two are experiment files, not fit configs
+
+
+@pytest.mark.parametrize("config", FIT_CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_fit_config_passes_the_checks(config, tmp_path):
+    from meit.fit import MEITCLI
+
+    cpu = ["--trainer.accelerator", "cpu", "--trainer.precision", "32", "--trainer.strategy", "auto",
+           "--trainer.devices", "1"]  # the GPU presets' trainer settings cannot be built on a CPU-only machine
+    cli = MEITCLI(["--config", str(config), "--run_dir", str(tmp_path / "run"), *cpu])
+    assert cli.run_config == check_run_config(cli.run_config)[0]
+    assert not any(tmp_path.iterdir())  # parsing and checking write nothing
