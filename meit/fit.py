@@ -35,14 +35,15 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from meit.align import prepare_recipe, validate_recipe
+from meit.align import prepare_recipe
 from meit.atomic import write_json, write_text
 from meit.backbone import load_backbone, resolve_backbone
 from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
+from meit.config_checks import check_run_config
 from meit.data.mimic import machine_measurements_for
 from meit.datamodule import MEITDataModule
 from meit.errors import UserFacingError
-from meit.image_branch import build_module, check_config, make_datamodule, make_module, needs_text_backbone
+from meit.image_branch import build_module, make_datamodule, make_module, needs_text_backbone
 from meit.locks import remove_stale_pid_temps
 from meit.probe import probe_run
 from meit.progress import LineProgress
@@ -125,13 +126,16 @@ class MEITCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         self.config_init = self.parser.instantiate(self.config)
         init = self.config_init
-        self.run_config = RunConfig(**{k: init[k] for k in CONFIG_GROUPS})
-        validate_recipe(self.run_config.model)
+        self.run_config, notes = check_run_config(RunConfig(**{k: init[k] for k in CONFIG_GROUPS}))
+        for note in notes:
+            print(f"[meit] {note}", flush=True)
+        # The saved config.yaml is the config that ran (an encoder filled in for --model.branch image included).
+        self.config["model.encoder"] = self.run_config.model.encoder
+        self.config["model.encoder_kwargs"] = self.run_config.model.encoder_kwargs
         self.run_dir = choose_run_dir(init.run_dir)
         self.config["run_dir"] = str(self.run_dir)
         self.model = make_module(self.run_config)
         if self.run_config.model.branch == "image":  # rendered pages; the encoder model or LLaMA 3.2 Vision
-            check_config(self.run_config)
             self.datamodule = make_datamodule(self.run_config, self.model)
         else:
             self.datamodule = MEITDataModule(self.run_config.data)

@@ -254,26 +254,6 @@ class MllamaModule(MEITModule):
 # ---------------------------------------------------------------------------------------------------- factories
 
 
-def check_config(cfg: RunConfig) -> None:
-    """Fails early on an image-branch config that cannot work.
-
-    Raises:
-        ValueError: the controlled image branch with an encoder that does not read images, or a bad image size.
-    """
-    model = cfg.model
-    if model.branch != "image":
-        return
-    if len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 16:
-        raise ValueError(f"--data.image_size must be [H, W] with sides >= 16, got {cfg.data.image_size}")
-    if model.image_model == "encoder":
-        from meit.encoders import build_encoder
-
-        kind = getattr(build_encoder(model.encoder, **model.encoder_kwargs), "input_kind", "signal")
-        if kind != "image":
-            raise ValueError(f"--model.branch image needs an image encoder (cnn_small, vit_tiny, resnet18_2d, "
-                             f"pretrained_vision); {model.encoder} reads {kind}s")
-
-
 def needs_text_backbone(cfg: ModelConfig) -> bool:
     """Whether a run builds a text backbone (`model.llm`): every run but a real Mllama (a folder or hub id), which
     brings its own language model; the `tiny` Mllama is built on the text backbone."""

@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 from test_fit import print_config, tiny_args
 
-from meit.config import DataConfig, RunConfig
+from meit.config import DataConfig
 from meit.fit import main
 from meit.module import warmup_schedule
 
@@ -69,15 +69,6 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
         warmup_schedule(10, 0.1, "step")
 
 
-def test_a_signal_encoder_is_refused_on_the_image_branch():
-    from meit.image_branch import check_config
-
-    cfg = RunConfig()
-    cfg.model.branch = "image"
-    with pytest.raises(ValueError, match="needs an image encoder"):
-        check_config(cfg)
-    cfg.model.encoder = "cnn_small"
-    check_config(cfg)
 
 
 def test_rendered_items_are_deterministic_per_record(tmp_path):

@@ -1,0 +1,123 @@
+"""Parse-time checks of a run config (`meit.config_checks`): bad settings fail in seconds, naming the flag."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from meit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TestConfig
+from meit.config_checks import check_run_config, factory_keywords, input_kind
+from meit.encoders import build_encoder, encoder_names
+from meit.encoders.registry import ENCODERS
+from meit.errors import UserFacingError
+from meit.fusion.registry import FUSIONS
+
+
+def run_config(**model) -> RunConfig:
+    return RunConfig(model=ModelConfig(**model))
+
+
+def test_the_default_config_passes_unchanged():
+    cfg = RunConfig()
+    checked, notes = check_run_config(cfg)
+    assert checked is cfg and notes == []
+
+
+@pytest.mark.parametrize("name", encoder_names())
+def test_every_encoder_declares_its_keywords_and_input_kind(name):
+    accepted, open_ended = factory_keywords(ENCODERS.get(name))
+    assert not open_ended and "n_tokens" in accepted
+    kind = input_kind(ENCODERS.get(name))
+    assert kind in ("signal", "image")
+    if name != "pretrained_vision":  # needs a path or config
+        assert build_encoder(name, n_tokens=1).input_kind == kind
+
+
+@pytest.mark.parametrize("name", sorted(FUSIONS.names()))
+def test_every_fusion_declares_its_keywords(name):
+    accepted, open_ended = factory_keywords(FUSIONS.get(name))
+    assert not open_ended and {"projector", "normalize", "projector_mid_dim"} <= accepted
+
+
+@pytest.mark.parametrize(("model", "flag", "match"), [
+    ({"encoder_kwargs": {"n_tokenz": 8}}, "--model.encoder_kwargs", "takes no 'n_tokenz'; it takes: .*n_tokens"),
+    ({"fusion_kwargs": {"normalise": False}}, "--model.fusion_kwargs", "takes no 'normalise'"),
+    ({"fusion_kwargs": {"ecg_input": "zero"}}, "--model.fusion_kwargs", "set by --model.ecg_input"),
+    ({"fusion": "gated_xattn", "fusion_kwargs": {"evry": 2}}, "--model.fusion_kwargs", "fusion gated_xattn"),
+    ({"encoder": "resnet_tiny_1d"}, "--model.encoder", "unknown encoder 'resnet_tiny_1d'; choose from"),
+    ({"image_model": "mllama"}, "--model.image_model", "add --model.branch image"),
+    ({"encoder": "vit_tiny"}, "--model.encoder", "vit_tiny reads images"),
+    ({"branch": "image", "encoder": "resnet18_1d"}, "--model.encoder", "needs an image encoder"),
+    ({"lora_r": 0}, "--model.lora_r", "integer >= 1"),
+    ({"lora_dropout": 1.0}, "--model.lora_dropout", r"in \[0, 1\)"),
+    ({"lora_targets": []}, "--model.lora_targets", "non-empty list"),
+    ({"recipe": "meit", "aux_label_loss_weight": 0.5}, "--model.aux_label_loss_weight", ""),
+])
+def test_bad_model_settings_name_their_flag(model, flag, match):
+    with pytest.raises(UserFacingError, match=match) as error:
+        check_run_config(run_config(**model))
+    assert error.value.where == flag
+
+
+@pytest.mark.parametrize(("group", "field", "value", "flag"), [
+    ("data", "batch_size", 0, "--data.batch_size"),
+    ("data", "sampling_rate", -100, "--data.sampling_rate"),
+    ("data", "num_workers", -1, "--data.num_workers"),
+    ("optim", "lr", 0.0, "--optim.lr"),
+    ("optim", "warmup_ratio", 1.0, "--optim.warmup_ratio"),
+    ("optim", "betas", (0.9, 1.5), "--optim.betas"),
+    ("test", "limit", 0, "--test.limit"),
+    ("test", "max_new_tokens", 0, "--test.max_new_tokens"),
+])
+def test_bad_data_optim_and_test_settings_name_their_flag(group, field, value, flag):
+    groups = {"data": DataConfig(), "optim": OptimConfig(), "test": TestConfig()}
+    groups[group] = replace(groups[group], **{field: value})
+    with pytest.raises(UserFacingError, match="must be") as error:
+        check_run_config(RunConfig(**groups))
+    assert error.value.where == flag
+
+
+def test_a_bad_image_size_is_refused_on_the_image_branch_only():
+    cfg = RunConfig(model=ModelConfig(branch="image", encoder="cnn_small"), data=DataConfig(image_size=[8, 288]))
+    with pytest.raises(UserFacingError, match=r"\[H, W\] with sides >= 16") as error:
+        check_run_config(cfg)
+    assert error.value.where == "--data.image_size"
+    check_run_config(replace(cfg, model=ModelConfig()))  # the signal branch renders nothing
+
+
+def test_the_image_branch_alone_picks_the_image_encoder():
+    cfg = run_config(branch="image")
+    checked, notes = check_run_config(cfg)
+    assert checked.model.encoder == "cnn_small" and checked.model.encoder_kwargs == {"n_tokens": 8}
+    assert cfg.model.encoder == "resnet_small_1d"  # the given config is not modified
+    assert len(notes) == 1 and "cnn_small" in notes[0]
+    named, notes = check_run_config(run_config(branch="image", encoder="vit_tiny"))
+    assert named.model.encoder == "vit_tiny" and notes == []
+
+
+def test_a_typo_fails_before_any_data_or_backbone_is_built(tmp_path, capsys):
+    from meit.fit import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model.encoder_kwargs", '{"n_tokenz": 8}', "--run_dir", str(tmp_path / "run"),
+              "--data.cache_dir", str(tmp_path / "cache"), "--model.cache_dir", str(tmp_path / "backbones")])
+    assert exit_info.value.code == 2
+    assert "error: --model.encoder_kwargs: encoder resnet_small_1d takes no 'n_tokenz'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # no run directory, no data cache, no backbone
+
+
+FIT_CONFIGS = sorted(p for p in (Path(__file__).parent.parent / "configs").glob("*.yaml")
+                     if p.stem not in ("compare", "zeroshot"))  # those two are experiment files, not fit configs
+
+
+@pytest.mark.parametrize("config", FIT_CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_fit_config_passes_the_checks(config, tmp_path):
+    from meit.fit import MEITCLI
+
+    cpu = ["--trainer.accelerator", "cpu", "--trainer.precision", "32", "--trainer.strategy", "auto",
+           "--trainer.devices", "1"]  # the GPU presets' trainer settings cannot be built on a CPU-only machine
+    cli = MEITCLI(["--config", str(config), "--run_dir", str(tmp_path / "run"), *cpu])
+    assert cli.run_config == check_run_config(cli.run_config)[0]
+    assert not any(tmp_path.iterdir())  # parsing and checking write nothing
