@@ -1,11 +1,13 @@
 """`python -m meit.compare --config configs/compare.yaml`: signal vs image representation, head to head.
 
 Every representation (the signal branch, the controlled image branch, optionally LLaMA 3.2 Vision) is trained and
-tested by `python -m meit.fit` with the same shared flags (`fit_args`: data, split, backbone, seed) plus its own
-(`representations`), each into `RUN_DIR/<name>/`. Then each trained run generates reports for the same test records
-at every SNR level (`snr_db`; noise of kind `noise` is added to the signal before rendering for image runs, seeded per
-record exactly alike for all representations) and the reports are scored with 95 % bootstrap CIs. Representations
-are compared pairwise at every level with a paired bootstrap (`meit.eval.compare_records`).
+tested by `python -m meit.fit` from the shared `fit:` block (data, split, backbone, trainer; `meit.fit`'s own config
+schema) merged with its own block (`representations: {name: {model: {...}}}`), each into `RUN_DIR/<name>/`; a
+finished run of the same settings there is reused (`meit.experiment.train_or_reuse`). Then each trained run
+generates reports for the same test records at every SNR level (`snr_db`; noise of kind `noise` is added to the
+signal before rendering for image runs, seeded per record exactly alike for all representations) and the reports
+are scored with 95 % bootstrap CIs. Representations are compared pairwise at every level with a paired bootstrap
+(`meit.eval.compare_records`).
 
 Outputs in RUN_DIR: `compare.md` (one table: every metric with its 95 % CI per representation and SNR, and the
 paired-bootstrap p-values between representations), `compare.png` (metric vs SNR, one line per representation),
@@ -26,15 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from meit.atomic import write_json, write_text
+from meit.errors import UserFacingError
 from meit.eval import format_metric
+from meit.experiment import check_fit_block, merge_fit_blocks, train_or_reuse
 from meit.report_html import write_report_safely
 from meit.robustness import Condition, condition_seed, level_json, level_text, plot_curves, transform_for
 from meit.rundir import TABLE_METRICS, new_run_dir
 
 PLOT_METRICS = ("bleu_4", "rouge_l", "bertscore_f1", "label_macro_f1")
-DEFAULT_REPRESENTATIONS: dict[str, list[str]] = {
-    "signal": [],
-    "image": ["--model.branch", "image", "--model.encoder", "cnn_small"],
+DEFAULT_REPRESENTATIONS: dict[str, dict[str, Any]] = {
+    "signal": {},
+    "image": {"model": {"branch": "image", "encoder": "cnn_small"}},
 }
 
 
@@ -44,11 +48,12 @@ def build_parser() -> Any:
 
     parser = ArgumentParser(prog="python -m meit.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options")
-    parser.add_argument("--fit_args", type=list[str], default=[],
-                        help="flags of `python -m meit.fit` shared by every representation (data, backbone, trainer)")
-    parser.add_argument("--representations", type=dict[str, list[str]], default=DEFAULT_REPRESENTATIONS,
-                        help="name -> extra `meit.fit` flags of that representation (the first is the reference "
-                             "of the p-values), e.g. {signal: [], image: [--model.branch, image, ...]}")
+    parser.add_argument("--fit", type=dict[str, Any], default={},
+                        help="meit.fit options shared by every representation, as in a configs/*.yaml preset "
+                             "({trainer: {max_epochs: 4}, data: {...}, model: {...}})")
+    parser.add_argument("--representations", type=dict[str, dict[str, Any]], default=DEFAULT_REPRESENTATIONS,
+                        help="name -> that representation's meit.fit options over `fit` (the first is the reference "
+                             "of the p-values), e.g. {signal: {}, image: {model: {branch: image, encoder: cnn_small}}}")
     parser.add_argument("--snr_db", type=list[float | str], default=["inf", 18, 12, 6, 0],
                         help="SNR levels in dB per lead (`inf` = clean)")
     parser.add_argument("--noise", type=str, default="gaussian", help="noise kind of `meit.data.noise`")
@@ -63,25 +68,28 @@ def build_parser() -> Any:
     return parser
 
 
-def asks_remote_code(args: list[str]) -> bool:
-    """Whether a `meit.fit` command line sets `--model.trust_remote_code` to true."""
-    for i, arg in enumerate(args):
-        value = arg.partition("=")[2] if arg.startswith("--model.trust_remote_code=") else (
-            args[i + 1] if arg == "--model.trust_remote_code" and i + 1 < len(args) else None)
-        if value is not None and value.strip().lower() in ("true", "1", "yes", "on"):
-            return True
-    return False
+def representation_blocks(cfg: Any) -> dict[str, dict[str, Any]]:
+    """Each representation's whole `meit.fit` config: the shared `fit` block, its own block over it, the seed."""
+    shared = check_fit_block(cfg.fit, "--fit")
+    blocks = {}
+    for name, own in cfg.representations.items():
+        block = merge_fit_blocks(shared, check_fit_block(own, f"--representations.{name}"))
+        blocks[name] = {**block, "seed_everything": cfg.seed}
+    return blocks
 
 
-def train_all(cfg: Any, run_dir: Path) -> dict[str, Path]:
-    """Trains and tests every representation with `meit.fit` (same shared flags, same seed); returns run dirs."""
-    from meit.fit import main as fit_main
+def asks_remote_code(block: dict[str, Any]) -> bool:
+    """Whether a `meit.fit` config block sets `model.trust_remote_code` to true."""
+    return (block.get("model") or {}).get("trust_remote_code") is True
 
+
+def train_all(blocks: dict[str, dict[str, Any]], run_dir: Path) -> dict[str, Path]:
+    """Trains and tests every representation with `meit.fit` (or reuses its finished run); returns run dirs."""
     runs = {}
-    for name, extra in cfg.representations.items():
-        print(f"[compare] training {name}", flush=True)
-        args = [*cfg.fit_args, *extra, "--seed_everything", str(cfg.seed), "--run_dir", str(run_dir / name)]
-        runs[name] = fit_main(args)
+    for name, block in blocks.items():
+        print(f"[compare] {name}", flush=True)
+        train_or_reuse(run_dir / name, block, "compare")
+        runs[name] = run_dir / name
         gc.collect()
     return runs
 
@@ -126,7 +134,8 @@ class Evaluator:
             self.meteor = None
 
 
-def evaluate_all(cfg: Any, runs: dict[str, Path], out: Path, evaluator: Evaluator) -> dict[str, Any]:
+def evaluate_all(cfg: Any, blocks: dict[str, dict[str, Any]], runs: dict[str, Path], out: Path,
+                 evaluator: Evaluator) -> dict[str, Any]:
     """Generates and scores every representation at every SNR level, then the pairwise paired bootstraps."""
     from meit.predict import generate, load, open_split, write_predictions
 
@@ -136,13 +145,13 @@ def evaluate_all(cfg: Any, runs: dict[str, Path], out: Path, evaluator: Evaluato
     results = []
     ids: list[str] | None = None
     for name, run_dir in runs.items():  # trained by this invocation, with these flags: reloaded as they asked
-        trust = asks_remote_code([*cfg.fit_args, *cfg.representations[name]])
+        trust = asks_remote_code(blocks[name])
         run = load(run_dir, trust_remote_code=trust, allow_unverified_backbone=True)
         split = open_split(run.cfg.data, "test", limit=cfg.limit)
         split_ids = [r.record_id for r in split.records]
         if ids is not None and split_ids != ids:
             raise ValueError(f"{name} was tested on other records than {next(iter(runs))}: the runs must share "
-                             "data flags (fit_args)")
+                             "data options (the shared fit block)")
         ids = split_ids
         fs = float(run.cfg.data.sampling_rate)
         rows[name] = {}
@@ -211,11 +220,12 @@ def run_compare(cfg: Any) -> Path:
     out = Path(cfg.run_dir) if cfg.run_dir else new_run_dir(prefix="compare-")
     out.mkdir(parents=True, exist_ok=True)
     if len(cfg.representations) < 1:
-        raise ValueError("--representations is empty")
-    runs = train_all(cfg, out)
+        raise UserFacingError("--representations", "is empty")
+    blocks = representation_blocks(cfg)  # every block checked before the first run trains
+    runs = train_all(blocks, out)
     evaluator = Evaluator(cfg.metrics, cfg.n_bootstrap, cfg.bertscore_model)
     try:
-        summary = evaluate_all(cfg, runs, out, evaluator)
+        summary = evaluate_all(cfg, blocks, runs, out, evaluator)
     finally:
         evaluator.close()
     write_json(out / "compare.json", summary)
@@ -230,7 +240,11 @@ def main(argv: list[str] | None = None) -> Path:
     """`python -m meit.compare [--config configs/compare.yaml] [options]`; prints the table, then the folder."""
     parser = build_parser()
     cfg = parser.parse_args(argv)
-    out = run_compare(cfg)
+    try:
+        out = run_compare(cfg)
+    except UserFacingError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     print((out / "compare.md").read_text(), flush=True)
     print(os.fspath(out), flush=True)
     return out

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from meit.atomic import write_json, write_text
 from meit.config import DataConfig
 from meit.errors import UserFacingError
 from meit.eval import format_metric
+from meit.experiment import check_fit_block, train_or_reuse
 from meit.predict import LoadedRun, Scorer, dataset_config, dataset_label, generate, load, open_split, write_predictions
 from meit.report_html import write_report_safely
 from meit.rundir import add_load_flags, load_flags
@@ -133,21 +133,6 @@ def write_outputs(summary: dict[str, Any], out_dir: Path) -> None:
         write_report_safely(summary["run"])
 
 
-def train(run_dir: Path, fit_config: dict[str, Any]) -> bool:
-    """Trains a run with `meit.fit` from a dict of its flags (a saved command line), unless one is finished there;
-    returns whether it trained."""
-    if (run_dir / "weights.safetensors").is_file() and (run_dir / "backbone.json").is_file():
-        print(f"[zeroshot] {run_dir} holds a finished run: not training again", flush=True)
-        return False
-    from meit.fit import main as fit_main
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "fit.yaml"
-        write_text(path, yaml.safe_dump(fit_config))
-        fit_main(["--config", str(path), "--run_dir", str(run_dir)])
-    return True
-
-
 def run_config_file(path: str | Path, load_options: dict[str, bool] | None = None) -> dict[str, Any]:
     """The whole experiment of a zeroshot YAML: train (or reuse) the run, then test it.
 
@@ -169,8 +154,8 @@ def run_config_file(path: str | Path, load_options: dict[str, bool] | None = Non
         raise ValueError(f"{path}: needs `run_dir` and `targets`")
     run_dir = Path(spec["run_dir"])
     start = time.perf_counter()
-    fit_config = spec.get("fit") or {}
-    trained = train(run_dir, fit_config)
+    fit_config = check_fit_block(spec.get("fit"), f"{path}: fit")
+    trained = train_or_reuse(run_dir, fit_config, "zeroshot")
     options = dict(load_options or {"trust_remote_code": False, "allow_unverified_backbone": False})
     options["trust_remote_code"] |= bool((fit_config.get("model") or {}).get("trust_remote_code"))
     options["allow_unverified_backbone"] |= trained

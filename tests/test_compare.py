@@ -5,41 +5,69 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from PIL import Image
 from test_fit import tiny_setup_args
 
-from meit.compare import build_parser, main, markdown
+from meit.compare import build_parser, main, markdown, representation_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tiny_fit_args(cache: Path) -> list[str]:
-    """Shared `meit.fit` flags of a tiny comparison: `test_fit.tiny_setup_args`, 64 x 80 pages, 2 steps."""
-    return [
+def fit_block(args: list[str]) -> dict:
+    """`meit.fit` flags (`--group.key value`, `--model.embedded.key value`) as a `fit:` block of nested keys."""
+    block: dict = {}
+    for flag, value in zip(args[0::2], args[1::2], strict=True):
+        *groups, key = flag.removeprefix("--").split(".")
+        node = block
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[key] = yaml.safe_load(value)
+    return block
+
+
+def tiny_fit(cache: Path) -> dict:
+    """Shared `meit.fit` options of a tiny comparison: `test_fit.tiny_setup_args`, 64 x 80 pages, 2 steps."""
+    return fit_block([
         *tiny_setup_args(cache), "--data.image_size", "[64, 80]", "--data.render", '{"dpi": 30}',
         "--trainer.max_steps", "2", "--test.max_new_tokens", "8",
-    ]
+    ])
 
 
 def test_the_default_preset_compares_signal_and_image_on_one_setup():
     cfg = build_parser().parse_args(["--config", str(REPO / "configs" / "compare.yaml")])
     assert list(cfg.representations)[:2] == ["signal", "image"]
-    assert "image" in cfg.representations["image"] and not cfg.representations["signal"]
+    assert cfg.representations["image"]["model"]["branch"] == "image" and not cfg.representations["signal"]
     assert [str(v) for v in cfg.snr_db][0] == "inf" and len(cfg.snr_db) >= 3
-    assert "--data.synthetic_n" not in cfg.fit_args  # the default data (and its caches) of `python -m meit.fit`
+    assert "synthetic_n" not in cfg.fit.get("data", {})  # the default data (and its caches) of `python -m meit.fit`
+    blocks = representation_blocks(cfg)
+    assert blocks["image"]["model"] == {"recipe": "meit", "branch": "image", "encoder": "cnn_small",
+                                        "encoder_kwargs": {"n_tokens": 8}}
+    assert blocks["signal"]["trainer"] == blocks["image"]["trainer"] and blocks["signal"]["seed_everything"] == 0
+
+
+def test_a_representation_block_that_is_not_a_mapping_fails_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--representations", json.dumps({"signal": {}, "image": {"run_dir": "x"}}),
+              "--run_dir", str(tmp_path / "compare")])
+    assert exit_info.value.code == 2
+    assert "--representations.image: holds run_dir" in capsys.readouterr().err
+    assert not (tmp_path / "compare" / "signal").exists()
 
 
 def test_tiny_comparison_writes_one_table_and_one_plot(tmp_path):
-    out = main([
-        "--fit_args", json.dumps(tiny_fit_args(tmp_path / "cache")),
+    widths = {"widths": [8, 8, 16, 16]}
+    args = [
+        "--fit", json.dumps(tiny_fit(tmp_path / "cache")),
         "--representations", json.dumps({
-            "signal": ["--model.encoder_kwargs", '{"widths": [8, 8, 16, 16]}'],
-            "image": ["--model.branch", "image", "--model.encoder", "cnn_small",
-                      "--model.encoder_kwargs", '{"widths": [8, 8, 16, 16], "n_tokens": 4}']}),
+            "signal": {"model": {"encoder_kwargs": widths}},
+            "image": {"model": {"branch": "image", "encoder": "cnn_small",
+                                "encoder_kwargs": {**widths, "n_tokens": 4}}}}),
         "--snr_db", "[inf, 6]", "--limit", "5", "--metrics", "[bleu,labels]", "--n_bootstrap", "20",
         "--run_dir", str(tmp_path / "compare"),
-    ])
+    ]
+    out = main(args)
     assert out == tmp_path / "compare"
     for name in ("signal", "image"):
         assert (out / name / "metrics.json").is_file() and (out / name / "predictions.jsonl").is_file()
@@ -65,3 +93,8 @@ def test_tiny_comparison_writes_one_table_and_one_plot(tmp_path):
     assert "[" in rows[1] and "p=" in rows[3]
     with Image.open(out / "compare.png") as png:
         assert png.format == "PNG" and png.size[0] > png.size[1] > 100
+
+    weights = {name: (out / name / "weights.safetensors").stat().st_mtime_ns for name in ("signal", "image")}
+    assert main(args) == out  # a rerun reuses both finished runs and scores them again
+    assert {name: (out / name / "weights.safetensors").stat().st_mtime_ns for name in weights} == weights
+    assert json.loads((out / "compare.json").read_text())["results"] == summary["results"]

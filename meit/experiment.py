@@ -1,0 +1,98 @@
+"""The train-or-reuse step of the experiment drivers (`meit.compare`, `meit.zeroshot`).
+
+An experiment YAML holds its runs as `fit:` blocks in `python -m meit.fit`'s own config schema (the keys of a
+`configs/*.yaml` preset: `trainer`, `model`, `data`, `optim`, `test`, `seed_everything`). Each block becomes a run
+directory, trained by `meit.fit` unless that directory already holds a finished run of the same settings.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from meit.atomic import write_text
+from meit.errors import UserFacingError
+
+FINISHED_RUN_FILES = ("weights.safetensors", "backbone.json", "run.json")
+"""What a finished `meit.fit` run directory holds (run.json is written last)."""
+
+
+def merge_fit_blocks(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """`own` over `shared`, group by group: `own`'s keys replace `shared`'s inside each group (`model`, `data`, ...);
+    a value that is itself a mapping (e.g. `model.encoder_kwargs`) is replaced whole, as a later flag replaces it."""
+    merged = {group: dict(value) if isinstance(value, dict) else value for group, value in shared.items()}
+    for group, value in own.items():
+        if isinstance(value, dict) and isinstance(merged.get(group), dict):
+            merged[group] = {**merged[group], **value}
+        else:
+            merged[group] = value
+    return merged
+
+
+def check_fit_block(block: Any, where: str) -> dict[str, Any]:
+    """`block` if it is a mapping of `meit.fit` option groups; a `UserFacingError` naming `where` otherwise."""
+    if block is None:
+        return {}
+    if not isinstance(block, dict) or not all(isinstance(k, str) for k in block):
+        raise UserFacingError(where, f"must be a mapping of meit.fit options (trainer:, model:, data:, ...), got "
+                                     f"{block!r}")
+    if "run_dir" in block:
+        raise UserFacingError(where, "holds run_dir: the experiment chooses each run's directory")
+    return block
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a finished `meit.fit` run."""
+    return all((run_dir / name).is_file() for name in FINISHED_RUN_FILES)
+
+
+def train_or_reuse(run_dir: Path, block: dict[str, Any], tag: str) -> bool:
+    """Trains `block` into `run_dir` with `meit.fit`, unless `run_dir` holds a finished run of these settings.
+
+    Args:
+        run_dir: the run's directory.
+        block: `meit.fit` options as nested keys (a `fit:` block).
+        tag: the driver's name for progress lines ("compare", "zeroshot").
+
+    Returns:
+        Whether it trained (False: the finished run was reused).
+
+    Raises:
+        meit.errors.UserFacingError: `run_dir` holds a finished run whose config.yaml differs from `block`.
+    """
+    if is_finished(run_dir):
+        _check_same_settings(run_dir, block)
+        print(f"[{tag}] {run_dir} holds a finished run of these settings: not training again", flush=True)
+        return False
+    from meit.fit import main as fit_main  # start-up time: Lightning loads only when a run is trained
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fit.yaml"
+        write_text(path, yaml.safe_dump(block))
+        fit_main(["--config", str(path), "--run_dir", str(run_dir)])
+    return True
+
+
+def _check_same_settings(run_dir: Path, block: dict[str, Any]) -> None:
+    """Every option `block` sets (at any depth) must be what the finished run saved in its config.yaml."""
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    _compare_options(run_dir, saved or {}, block, "")
+
+
+def _compare_options(run_dir: Path, saved: Any, wanted: Any, name: str) -> None:
+    # Option groups are compared key by key (the saved config holds every default too); a `*_kwargs` mapping is
+    # one option, passed whole to a constructor.
+    if isinstance(wanted, dict) and wanted and isinstance(saved, dict) and not name.endswith("_kwargs"):
+        for key, value in wanted.items():
+            _compare_options(run_dir, saved.get(key), value, f"{name}.{key}" if name else key)
+    elif _normal(saved) != _normal(wanted):
+        raise UserFacingError(run_dir, f"holds a finished run with {name}: {saved!r}, but the experiment asks for "
+                                       f"{wanted!r}; give another run_dir or remove this one")
+
+
+def _normal(value: Any) -> Any:
+    """A value as YAML reads it back (tuples become lists, numbers in strings stay strings)."""
+    return yaml.safe_load(yaml.safe_dump(value))
