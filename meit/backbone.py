@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from meit.atomic import write_json
 from meit.config import EmbeddedLMConfig, ModelConfig, default_cache_dir
 from meit.errors import RunFileError, UntrustedCodeError
+from meit.fusion.backbone import lora_target_modules
 from meit.locks import build_folder
 
 EMBEDDED = "embedded"
@@ -226,8 +227,6 @@ def apply_lora(model: PreTrainedModel, cfg: ModelConfig) -> PreTrainedModel:
         The same model; only the `lora_` parameters require gradients.
     """
     from peft import LoraConfig, inject_adapter_in_model
-
-    from meit.fusion.backbone import lora_target_modules
 
     if cfg.lora_r <= 0:
         return model

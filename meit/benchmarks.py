@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Each suite imports what it measures inside its function (start-up time: `meit.bench data` loads no LM or metric
+# model); the import graph has no cycle either way (tests/test_layout.py).
 from meit.bench import interleaved_timed, matmul_peak_gflops, rate, ratio_stat, repeat_timed, summarise
 
 IGNORE = -100

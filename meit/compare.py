@@ -29,8 +29,11 @@ from typing import Any
 
 from meit.atomic import write_json, write_text
 from meit.errors import UserFacingError
-from meit.eval import format_metric
+from meit.eval import compare_records, evaluate_records, format_metric
+from meit.eval.core import resolve_groups
+from meit.eval.text import MeteorProcess
 from meit.experiment import check_fit_block, merge_fit_blocks, train_or_reuse
+from meit.predict import generate, load, open_split, write_predictions
 from meit.report_html import write_report_safely
 from meit.robustness import Condition, condition_seed, level_json, level_text, plot_curves, transform_for
 from meit.rundir import TABLE_METRICS, new_run_dir
@@ -104,25 +107,19 @@ class Evaluator:
     """
 
     def __init__(self, metrics: list[str] | None, n_bootstrap: int, bertscore_model: str | None) -> None:
-        from meit.eval.core import resolve_groups
-
         self.metrics, self.n_bootstrap, self.bertscore_model = metrics, n_bootstrap, bertscore_model
         self.meteor: Any = None
         if "meteor" in resolve_groups(metrics):
-            from meit.eval.text import MeteorProcess
-
             self.meteor = MeteorProcess()
 
     def score(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """All metrics with 95 % CIs (`meit.eval.evaluate_records`)."""
-        from meit.eval import evaluate_records
 
         return evaluate_records(rows, bertscore_model=self.bertscore_model, n_bootstrap=self.n_bootstrap, seed=0,
                                 metrics=self.metrics, meteor=self.meteor)
 
     def compare(self, rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> dict[str, Any]:
         """Paired bootstrap of A against B (`meit.eval.compare_records`)."""
-        from meit.eval import compare_records
 
         return compare_records(rows_a, rows_b, bertscore_model=self.bertscore_model, n_bootstrap=self.n_bootstrap,
                                seed=0, metrics=self.metrics, meteor=self.meteor)
@@ -137,7 +134,6 @@ class Evaluator:
 def evaluate_all(cfg: Any, blocks: dict[str, dict[str, Any]], runs: dict[str, Path], out: Path,
                  evaluator: Evaluator) -> dict[str, Any]:
     """Generates and scores every representation at every SNR level, then the pairwise paired bootstraps."""
-    from meit.predict import generate, load, open_split, write_predictions
 
     levels = [float(v) for v in cfg.snr_db]
     conds = [Condition(cfg.noise, level) for level in levels]

@@ -25,11 +25,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from meit.backbone import cache_root
 from meit.config import DataConfig, ModelConfig, OptimConfig, RunConfig
-from meit.data.image_io import IMAGE_SUFFIXES
+from meit.data.image_io import IMAGE_SUFFIXES, load_ecg_image
+from meit.data.records import load_signal
+from meit.data.render import ImageTransform, RenderConfig
 from meit.data.seeding import record_seed
 from meit.datamodule import MEITDataModule
 from meit.module import MEITModule
+from meit.vision_llm import TINY, load_report_model
 
 EVAL_SEED = 0
 """Seed of validation/test pages (`meit.predict.generate`'s default seed, so both render the same pages)."""
@@ -44,7 +48,6 @@ ADAPTER_DIR = "adapter"
 
 def image_transform(cfg: DataConfig) -> Any:
     """The `ImageTransform` of a data config: `cfg.render` settings, pages resized to `cfg.image_size`."""
-    from meit.data.render import ImageTransform, RenderConfig
 
     size = tuple(cfg.image_size) if cfg.image_size else None
     return ImageTransform(cfg.sampling_rate, RenderConfig(**dict(cfg.render)), size)
@@ -202,8 +205,6 @@ class MllamaModule(MEITModule):
                 (a folder or hub id), which needs none.
             device_type: "cuda" loads the Mllama in bf16, "cpu" in fp32.
         """
-        from meit.backbone import cache_root
-        from meit.vision_llm import load_report_model
 
         cfg = self.model_cfg
         if backbone is None and needs_text_backbone(cfg):
@@ -257,7 +258,6 @@ class MllamaModule(MEITModule):
 def needs_text_backbone(cfg: ModelConfig) -> bool:
     """Whether a run builds a text backbone (`model.llm`): every run but a real Mllama (a folder or hub id), which
     brings its own language model; the `tiny` Mllama is built on the text backbone."""
-    from meit.vision_llm import TINY
 
     return not (cfg.branch == "image" and cfg.image_model == "mllama" and cfg.vision_llm.model != TINY)
 
@@ -292,8 +292,6 @@ def image_input(path: str | Path, cfg: RunConfig) -> torch.Tensor:
         FileNotFoundError / meit.data.image_io.ImageError: an unreadable image (the message names the file).
         meit.data.records.RecordError: an unusable record.
     """
-    from meit.data.image_io import load_ecg_image
-    from meit.data.records import load_signal
 
     size = tuple(cfg.data.image_size)
     if str(path).lower().endswith(IMAGE_SUFFIXES):

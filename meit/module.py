@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from meit.align import label_targets, record_labels
 from meit.backbone import Backbone, apply_lora
 from meit.config import ModelConfig, OptimConfig
 from meit.encoders import build_encoder
@@ -123,7 +124,6 @@ class MEITModule(L.LightningModule):
 
     def aux_label_loss(self, tokens: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """BCE of the label head on the pooled ECG tokens against each record's labels (`meit.align`)."""
-        from meit.align import label_targets, record_labels
 
         labels = [record_labels(codes, report) for codes, report in zip(batch["labels_true"], batch["reports"])]
         logits = self.label_head(tokens)

@@ -24,7 +24,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from meit.config import DataConfig, RunConfig
+from meit.data.cache import SignalCache
+from meit.data.render import ImageTransform, RenderConfig
 from meit.data.seeding import record_seed
+from meit.data.splits import split_records
+from meit.datamodule import PromptCollator, cache_dir, open_dataset
+from meit.eval import evaluate_records
+from meit.eval.text import MeteorProcess
+from meit.rundir import load_run, write_jsonl
 
 SignalTransform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -76,7 +83,6 @@ def load(run_dir: str | Path, device: str = "cpu", trust_remote_code: bool = Fal
          allow_unverified_backbone: bool = False) -> LoadedRun:
     """Loads a run directory written by `python -m meit.fit` (see `meit.rundir.load_run`; the two flags are the
     command line's `--trust_remote_code` and `--allow_unverified_backbone`)."""
-    from meit.rundir import load_run
 
     module, tokenizer, cfg = load_run(run_dir, device, trust_remote_code, allow_unverified_backbone)
     return LoadedRun(Path(run_dir), module, tokenizer, cfg)
@@ -116,9 +122,6 @@ def open_split(cfg: DataConfig, split: str = "test", limit: int | None = None, w
     Raises:
         ValueError: the split is empty.
     """
-    from meit.data.cache import SignalCache
-    from meit.data.splits import split_records
-    from meit.datamodule import cache_dir, open_dataset
 
     source = open_dataset(cfg)
     records = split_records(source, seed=cfg.split_seed, method=cfg.split)[split]
@@ -168,7 +171,6 @@ def image_renderer(cfg: RunConfig) -> Callable[[np.ndarray, int], torch.Tensor]:
     Uses `meit.data.render` with the run's render settings where its data config names them
     (`render` / `image_size`), otherwise the standard clean page.
     """
-    from meit.data.render import ImageTransform, RenderConfig
 
     render_cfg = getattr(cfg.data, "render", None)
     if isinstance(render_cfg, dict):
@@ -192,7 +194,6 @@ def generate(run: LoadedRun, split: EvalSplit, transform: SignalTransform | None
     Returns:
         Rows `{"id", "prediction", "reference"}`, plus `labels_true` where the dataset stores labels.
     """
-    from meit.datamodule import PromptCollator
 
     render = image_renderer(run.cfg) if run.input_kind == "image" else None
     dataset = TransformedSplit(split, transform, seed, render)
@@ -214,7 +215,6 @@ def generate(run: LoadedRun, split: EvalSplit, transform: SignalTransform | None
 
 def write_predictions(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """Writes rows as predictions.jsonl (one JSON object a line, atomically)."""
-    from meit.rundir import write_jsonl
 
     write_jsonl(path, list(rows))
 
@@ -233,9 +233,6 @@ class Scorer:
         self._meteor: Any = None
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from meit.eval import evaluate_records
-        from meit.eval.text import MeteorProcess
-
         if self._meteor is None:
             self._meteor = MeteorProcess()
         return evaluate_records(rows, bertscore_model=self.bertscore_model, n_bootstrap=self.n_bootstrap,

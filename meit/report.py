@@ -24,6 +24,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see meit.fit: spinning Op
 
 from meit.data.image_io import IMAGE_SUFFIXES
 
+# The other imports are function-local for start-up time only: `--help` and a refused input answer without loading
+# torch, transformers or the run (the import graph has no cycle either way: tests/test_layout.py).
+
 if TYPE_CHECKING:
     from meit.data.quality import Quality
 

@@ -30,10 +30,13 @@ import numpy as np
 import yaml
 
 from meit.atomic import write_text
+from meit.data.render import RenderConfig, render_pil
+from meit.data.seeding import record_seed
 from meit.errors import UserFacingError
 from meit.eval import format_metric, read_predictions
 from meit.eval.label_metrics import LabelStats, label_space
 from meit.eval.labels import extract_labels
+from meit.predict import image_renderer, open_split
 from meit.rundir import CONFIG, METRICS, PREDICTIONS, TABLE_METRICS, read_config
 from meit.scp import scp_statements
 
@@ -174,8 +177,6 @@ class ECGPictures:
 
     def _open(self) -> None:
         try:
-            from meit.predict import open_split
-
             self.cfg = read_config(self.run_dir)
             self.split = open_split(self.cfg.data, "test")
             self.position = {rid: i for i, rid in enumerate(self.split.cache.ids)}
@@ -189,10 +190,6 @@ class ECGPictures:
         if self.error or record_id not in self.position:
             return None
         from PIL import Image
-
-        from meit.data.render import RenderConfig, render_pil
-        from meit.data.seeding import record_seed
-        from meit.predict import image_renderer
 
         signal = self.split.cache[self.position[record_id]]
         if self.cfg.model.branch == "image":  # the input image, as `meit.predict.generate` renders it

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from meit.atomic import atomic_file, write_json, write_text
+from meit.data.noise import MEIT_RATIOS, NOISES, add_noise, meit_segment_noise
+from meit.data.seeding import record_seed
 from meit.errors import UserFacingError
 from meit.eval import format_metric
 from meit.predict import EvalSplit, LoadedRun, Scorer, SignalTransform, generate, load, open_split, write_predictions
@@ -87,7 +89,6 @@ def conditions(protocol: str, noises: Sequence[str], levels: Sequence[float]) ->
     Raises:
         ValueError: unknown protocol or noise kind, or a ratio outside [0, 1].
     """
-    from meit.data.noise import NOISES
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol: {protocol}; choose from {', '.join(PROTOCOLS)}")
@@ -103,7 +104,6 @@ def conditions(protocol: str, noises: Sequence[str], levels: Sequence[float]) ->
 
 def transform_for(condition: Condition, fs: float) -> SignalTransform | None:
     """The seeded signal transform of a condition (None when clean)."""
-    from meit.data.noise import add_noise, meit_segment_noise
 
     if condition.clean:
         return None
@@ -114,7 +114,6 @@ def transform_for(condition: Condition, fs: float) -> SignalTransform | None:
 
 def condition_seed(seed: int, condition: Condition) -> int:
     """The seed of one condition's noise (records add their id to it)."""
-    from meit.data.seeding import record_seed
 
     return record_seed(seed, condition.noise, repr(condition.level))
 
@@ -245,7 +244,6 @@ def run_robustness(run_dir: str | Path, protocol: str = "snr", noises: Sequence[
     Returns:
         The summary written to metrics.json.
     """
-    from meit.data.noise import MEIT_RATIOS
 
     if levels is None:
         levels = MEIT_RATIOS if protocol == SEGMENT_NOISE else [parse_level(v) for v in DEFAULT_SNR_DB]

@@ -29,11 +29,14 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from meit.atomic import atomic_file, write_bytes, write_json, write_text
+from meit.backbone import check_remote_code, load_backbone, verify_saved_reference
 from meit.config import RunConfig, run_config_from_dict
 from meit.data.dataset import ECGReportDataset
 from meit.data.measure import measure_ecg, with_machine_measurements
 from meit.errors import RunFileError, UntrustedCodeError
+from meit.eval import evaluate_records
 from meit.eval.grounding import check_report
+from meit.image_branch import build_module, make_module, needs_text_backbone
 
 WEIGHTS = "weights.safetensors"
 BACKBONE = "backbone.json"
@@ -220,8 +223,6 @@ def load_run(run_dir: str | Path, device: str = "cpu", trust_remote_code: bool =
         RunFileError: a run file is empty or corrupt, or backbone.json cannot be verified.
         UntrustedCodeError: the run or its backbone needs remote code the caller did not allow.
     """
-    from meit.backbone import check_remote_code, load_backbone, verify_saved_reference
-    from meit.image_branch import build_module, make_module, needs_text_backbone
 
     run_dir = Path(run_dir)
     for name in (CONFIG, BACKBONE, WEIGHTS):
@@ -286,7 +287,6 @@ def write_test_outputs(run_dir: Path, rows: list[dict[str, Any]], cfg: RunConfig
     if not any(row.get("labels_true") for row in rows):
         rows = [{k: v for k, v in row.items() if k != "labels_true"} for row in rows]
     write_jsonl(run_dir / PREDICTIONS, rows)
-    from meit.eval import evaluate_records
 
     metrics = evaluate_records(rows, bertscore_model=cfg.test.bertscore_model, n_bootstrap=cfg.test.n_bootstrap,
                                seed=0, metrics=cfg.test.metrics)

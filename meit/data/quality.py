@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from meit.data.measure import r_peaks
 from meit.data.records import STANDARD_LEADS
 from meit.errors import UserFacingError
 
@@ -170,7 +171,6 @@ def heart_rate_bpm(signal: np.ndarray, fs: float, leads: Sequence[str] = RATE_LE
     Returns:
         The rate in bpm; the first lead's rate when no lead gives a plausible one; None when no lead has 3 beats.
     """
-    from meit.data.measure import r_peaks
 
     low, high = HEART_RATE_BPM
     first = None

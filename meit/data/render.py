@@ -33,6 +33,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageFont
 
 from meit.data.image_io import ARTEFACT_ORDER, ARTEFACTS, apply_artefacts, pil_to_tensor
 from meit.data.records import STANDARD_LEADS
+from meit.data.sources import open_source
 
 logger = logging.getLogger(__name__)
 
@@ -530,7 +531,6 @@ def render_dataset(source: Any, records: Sequence[Any], out_dir: str | Path, cfg
 
 def render_command(args: Any) -> None:
     """`python -m meit.data render`: renders a dataset's records as PNG files named by record id."""
-    from meit.data.sources import open_source
 
     source = open_source(args.dataset, args.root, args.sampling_rate)
     records = list(source.records)[: args.limit] if args.limit is not None else list(source.records)
