@@ -39,8 +39,6 @@ STAGE1_FILE = "stage1.pt"
 STAGE1_WARMUP_RATIO = 0.05
 """Fraction of stage 1's steps spent warming the learning rate up."""
 RECIPES = ("aligned", "meit")
-DEFAULT_AUX_WEIGHT = {"aligned": 0.5, "meit": 0.0}
-"""`aux_label_loss_weight: null` per recipe: the aligned default from the 3-seed comparison (docs/BENCHMARKS.md)."""
 
 
 def validate_recipe(cfg: ModelConfig) -> None:
@@ -59,26 +57,16 @@ def validate_recipe(cfg: ModelConfig) -> None:
     lr = cfg.encoder_pretrain_lr
     if not (lr > 0 and math.isfinite(lr)):
         raise UserFacingError("--model.encoder_pretrain_lr", f"must be a positive number, got {lr}")
-    weight = cfg.aux_label_loss_weight
-    if weight is None:
-        return
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (weight >= 0 and math.isfinite(weight)):
-        raise UserFacingError("--model.aux_label_loss_weight", f"must be >= 0, got {weight!r}")
-    if cfg.recipe == "meit" and weight > 0:
+    if not (cfg.aux_label_loss_weight >= 0 and math.isfinite(cfg.aux_label_loss_weight)):
+        raise UserFacingError("--model.aux_label_loss_weight", f"must be >= 0, got {cfg.aux_label_loss_weight}")
+    if cfg.recipe == "meit" and cfg.aux_label_loss_weight > 0:
         raise UserFacingError("--model.aux_label_loss_weight", "needs --model.recipe aligned: MEIT's recipe trains "
                               "the encoder by the LM loss only (set the weight to 0 or the recipe to aligned)")
 
 
-def aux_weight(cfg: ModelConfig) -> float:
-    """The auxiliary label loss weight a run uses: `aux_label_loss_weight`, or its recipe's default when null."""
-    if cfg.aux_label_loss_weight is None:
-        return DEFAULT_AUX_WEIGHT[cfg.recipe]
-    return float(cfg.aux_label_loss_weight)
-
-
 def uses_label_head(cfg: ModelConfig) -> bool:
     """Whether a run of this config trains the label head (stage 1 or the auxiliary loss)."""
-    return cfg.recipe == "aligned" and (cfg.encoder_pretrain_epochs > 0 or aux_weight(cfg) > 0)
+    return cfg.recipe == "aligned" and (cfg.encoder_pretrain_epochs > 0 or cfg.aux_label_loss_weight > 0)
 
 
 def record_labels(codes: Iterable[str], report: str) -> set[str]:

@@ -108,10 +108,9 @@ class ModelConfig:
     """`recipe: aligned`: epochs of the stage-1 label pre-training of the encoder + projector (0: none)."""
     encoder_pretrain_lr: float = 3e-3
     """`recipe: aligned`: peak learning rate of stage 1 (AdamW, 5 % warm-up, cosine decay to 0)."""
-    aux_label_loss_weight: float | None = None
+    aux_label_loss_weight: float = 0.0
     """`recipe: aligned`: weight of an auxiliary BCE label loss on the pooled ECG tokens (stage 1's head) added to
-    the LM loss during instruction tuning (0: LM loss only; null: the recipe's default, 0.5 for `aligned`, chosen
-    by the 3-seed comparison in docs/BENCHMARKS.md, and 0 for `meit`)."""
+    the LM loss during instruction tuning (0: LM loss only)."""
     ecg_input: Literal["signal", "zero"] = "signal"
     """`signal`: the real ECG; `zero`: an all-zero ECG, the no-ECG baseline (same model, same prompts)."""
     branch: Literal["signal", "image"] = "signal"

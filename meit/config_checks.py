@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from meit.align import aux_weight, validate_recipe
+from meit.align import validate_recipe
 from meit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TestConfig
 from meit.encoders.registry import ENCODERS
 from meit.errors import UserFacingError
@@ -40,8 +40,6 @@ def check_run_config(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
     _check_data(cfg.data, model)
     _check_optim(cfg.optim)
     _check_test(cfg.test)
-    if model.aux_label_loss_weight is None:  # the recipe's default, written into the run's config.yaml
-        model = replace(model, aux_label_loss_weight=aux_weight(model))
     return (cfg if model is cfg.model else replace(cfg, model=model)), notes
 
 

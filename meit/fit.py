@@ -63,7 +63,7 @@ from meit.seeds import run_seeds, split_seed_args
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 TRAINER_DEFAULTS: dict[str, Any] = {
-    "max_epochs": 8,
+    "max_epochs": 16,
     "accelerator": "auto",
     "devices": 1,
     "log_every_n_steps": 10,
@@ -129,11 +129,9 @@ class MEITCLI(LightningCLI):
         self.run_config, notes = check_run_config(RunConfig(**{k: init[k] for k in CONFIG_GROUPS}))
         for note in notes:
             print(f"[meit] {note}", flush=True)
-        # The saved config.yaml is the config that ran (an encoder filled in for --model.branch image, the recipe's
-        # auxiliary loss weight included).
+        # The saved config.yaml is the config that ran (an encoder filled in for --model.branch image included).
         self.config["model.encoder"] = self.run_config.model.encoder
         self.config["model.encoder_kwargs"] = self.run_config.model.encoder_kwargs
-        self.config["model.aux_label_loss_weight"] = self.run_config.model.aux_label_loss_weight
         self.run_dir = choose_run_dir(init.run_dir)
         self.config["run_dir"] = str(self.run_dir)
         self.model = make_module(self.run_config)

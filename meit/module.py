@@ -13,7 +13,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from meit.align import aux_weight, label_targets, record_labels
+from meit.align import label_targets, record_labels
 from meit.backbone import Backbone, apply_lora
 from meit.config import ModelConfig, OptimConfig
 from meit.encoders import build_encoder
@@ -60,7 +60,7 @@ class MEITModule(L.LightningModule):
         """Keeps `meit.align`'s label head; with `aux_label_loss_weight > 0` it trains next to the LM loss on the
         pooled ECG tokens (captured from the projector's output, so the encoder runs once per step)."""
         self.label_head = head
-        if aux_weight(self.model_cfg) > 0:
+        if self.model_cfg.aux_label_loss_weight > 0:
             self.net.projector.register_forward_hook(self._keep_ecg_tokens)
         else:  # kept for the checkpoint only: a trainable parameter without a gradient stops DDP
             head.requires_grad_(False)
@@ -113,7 +113,7 @@ class MEITModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss = self(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
-        weight = aux_weight(self.model_cfg)
+        weight = self.model_cfg.aux_label_loss_weight
         if weight > 0 and self.label_head is not None and self._ecg_tokens is not None:
             label_loss = self.aux_label_loss(self._ecg_tokens, batch)
             self.log("train/label_loss", label_loss, prog_bar=False, batch_size=len(batch["ids"]))
@@ -150,7 +150,7 @@ class MEITModule(L.LightningModule):
         for name, p in self.net.named_parameters():
             if p.requires_grad:
                 (lm if name.startswith("llm.") else other).append(p)
-        if self.label_head is not None and aux_weight(self.model_cfg) > 0:
+        if self.label_head is not None and self.model_cfg.aux_label_loss_weight > 0:
             other += list(self.label_head.parameters())
         encoder_lr = self.optim_cfg.encoder_lr or self.optim_cfg.lr
         return [g for g in ({"params": lm}, {"params": other, "lr": encoder_lr}) if g["params"]]
