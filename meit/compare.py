@@ -32,7 +32,7 @@ from meit.errors import UserFacingError
 from meit.eval import compare_records, evaluate_records, format_metric
 from meit.eval.core import resolve_groups
 from meit.eval.text import MeteorProcess
-from meit.experiment import check_fit_block, merge_fit_blocks, train_or_reuse
+from meit.experiment import asks_remote_code, check_fit_block, merge_fit_blocks, train_or_reuse
 from meit.predict import generate, load, open_split, write_predictions
 from meit.report_html import write_report_safely
 from meit.robustness import Condition, condition_seed, level_json, level_text, plot_curves, transform_for
@@ -81,11 +81,6 @@ def representation_blocks(cfg: Any) -> dict[str, dict[str, Any]]:
     return blocks
 
 
-def asks_remote_code(block: dict[str, Any]) -> bool:
-    """Whether a `meit.fit` config block sets `model.trust_remote_code` to true."""
-    return (block.get("model") or {}).get("trust_remote_code") is True
-
-
 def train_all(blocks: dict[str, dict[str, Any]], run_dir: Path) -> dict[str, Path]:
     """Trains and tests every representation with `meit.fit` (or reuses its finished run); returns run dirs."""
     runs = {}
@@ -114,13 +109,11 @@ class Evaluator:
 
     def score(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         """All metrics with 95 % CIs (`meit.eval.evaluate_records`)."""
-
         return evaluate_records(rows, bertscore_model=self.bertscore_model, n_bootstrap=self.n_bootstrap, seed=0,
                                 metrics=self.metrics, meteor=self.meteor)
 
     def compare(self, rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> dict[str, Any]:
         """Paired bootstrap of A against B (`meit.eval.compare_records`)."""
-
         return compare_records(rows_a, rows_b, bertscore_model=self.bertscore_model, n_bootstrap=self.n_bootstrap,
                                seed=0, metrics=self.metrics, meteor=self.meteor)
 
@@ -134,7 +127,6 @@ class Evaluator:
 def evaluate_all(cfg: Any, blocks: dict[str, dict[str, Any]], runs: dict[str, Path], out: Path,
                  evaluator: Evaluator) -> dict[str, Any]:
     """Generates and scores every representation at every SNR level, then the pairwise paired bootstraps."""
-
     levels = [float(v) for v in cfg.snr_db]
     conds = [Condition(cfg.noise, level) for level in levels]
     rows: dict[str, dict[str, list[dict[str, Any]]]] = {}

@@ -15,8 +15,9 @@ import yaml
 
 from meit.atomic import write_text
 from meit.errors import UserFacingError
+from meit.rundir import BACKBONE, CONFIG, RUN_INFO, WEIGHTS
 
-FINISHED_RUN_FILES = ("weights.safetensors", "backbone.json", "run.json")
+FINISHED_RUN_FILES = (WEIGHTS, BACKBONE, RUN_INFO)
 """What a finished `meit.fit` run directory holds (run.json is written last)."""
 
 
@@ -42,6 +43,12 @@ def check_fit_block(block: Any, where: str) -> dict[str, Any]:
     if "run_dir" in block:
         raise UserFacingError(where, "holds run_dir: the experiment chooses each run's directory")
     return block
+
+
+def asks_remote_code(block: dict[str, Any]) -> bool:
+    """Whether a `meit.fit` config block sets `model.trust_remote_code` to true (the experiment's own YAML, so it
+    allows remote code as the same `meit.fit` flag does)."""
+    return (block.get("model") or {}).get("trust_remote_code") is True
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -78,7 +85,7 @@ def train_or_reuse(run_dir: Path, block: dict[str, Any], tag: str) -> bool:
 
 def _check_same_settings(run_dir: Path, block: dict[str, Any]) -> None:
     """Every option `block` sets (at any depth) must be what the finished run saved in its config.yaml."""
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
+    saved = yaml.safe_load((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
     _compare_options(run_dir, saved or {}, block, "")
 
 

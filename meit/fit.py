@@ -51,6 +51,7 @@ from meit.report_html import write_report_safely
 from meit.resume import ExactResume
 from meit.rundir import (
     RUN_DIR_ENV,
+    RUN_INFO,
     AtomicCheckpointIO,
     attach_grounding,
     new_run_dir,
@@ -277,7 +278,7 @@ def fit(cli: MEITCLI) -> Path:
     timings["total_s"] = time.perf_counter() - start
     info["timings"] = {k: round(v, 1) for k, v in timings.items()}
     if trainer.is_global_zero:
-        write_json(run_dir / "run.json", info)
+        write_json(run_dir / RUN_INFO, info)
         write_report_safely(run_dir)
     trainer.strategy.barrier("meit-run-written")  # no rank leaves (and none reads the run) before rank 0 wrote it
     return run_dir
@@ -296,7 +297,7 @@ def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def summary(run_dir: Path) -> str:
     """A few lines on what the run produced (the run directory itself is printed after them)."""
-    info = read_run_json(run_dir / "run.json")
+    info = read_run_json(run_dir / RUN_INFO)
     lines = [f"trained {info['train_steps']} steps in {info['timings']['train_s']} s "
              f"({info['trainable_parameters']:,} trainable parameters), total {info['timings']['total_s']} s"]
     lines += [f"note: {note}" for note in info.get("notes", [])]

@@ -48,7 +48,6 @@ ADAPTER_DIR = "adapter"
 
 def image_transform(cfg: DataConfig) -> Any:
     """The `ImageTransform` of a data config: `cfg.render` settings, pages resized to `cfg.image_size`."""
-
     size = tuple(cfg.image_size) if cfg.image_size else None
     return ImageTransform(cfg.sampling_rate, RenderConfig(**dict(cfg.render)), size)
 
@@ -258,7 +257,6 @@ class MllamaModule(MEITModule):
 def needs_text_backbone(cfg: ModelConfig) -> bool:
     """Whether a run builds a text backbone (`model.llm`): every run but a real Mllama (a folder or hub id), which
     brings its own language model; the `tiny` Mllama is built on the text backbone."""
-
     return not (cfg.branch == "image" and cfg.image_model == "mllama" and cfg.vision_llm.model != TINY)
 
 

@@ -124,7 +124,6 @@ class MEITModule(L.LightningModule):
 
     def aux_label_loss(self, tokens: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """BCE of the label head on the pooled ECG tokens against each record's labels (`meit.align`)."""
-
         labels = [record_labels(codes, report) for codes, report in zip(batch["labels_true"], batch["reports"])]
         logits = self.label_head(tokens)
         target = label_targets(labels, self.label_head.space).to(logits.device)

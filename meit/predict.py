@@ -83,7 +83,6 @@ def load(run_dir: str | Path, device: str = "cpu", trust_remote_code: bool = Fal
          allow_unverified_backbone: bool = False) -> LoadedRun:
     """Loads a run directory written by `python -m meit.fit` (see `meit.rundir.load_run`; the two flags are the
     command line's `--trust_remote_code` and `--allow_unverified_backbone`)."""
-
     module, tokenizer, cfg = load_run(run_dir, device, trust_remote_code, allow_unverified_backbone)
     return LoadedRun(Path(run_dir), module, tokenizer, cfg)
 
@@ -215,7 +214,6 @@ def generate(run: LoadedRun, split: EvalSplit, transform: SignalTransform | None
 
 def write_predictions(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """Writes rows as predictions.jsonl (one JSON object a line, atomically)."""
-
     write_jsonl(path, list(rows))
 
 

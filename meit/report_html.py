@@ -37,7 +37,7 @@ from meit.eval import format_metric, read_predictions
 from meit.eval.label_metrics import LabelStats, label_space
 from meit.eval.labels import extract_labels
 from meit.predict import image_renderer, open_split
-from meit.rundir import CONFIG, METRICS, PREDICTIONS, TABLE_METRICS, read_config
+from meit.rundir import CONFIG, METRICS, PREDICTIONS, RUN_INFO, TABLE_METRICS, read_config
 from meit.scp import scp_statements
 
 REPORT_HTML = "report.html"
@@ -115,7 +115,7 @@ def load_run_data(run_dir: str | Path) -> RunData:
     config = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8")) or {}
     rows = read_predictions(run_dir / PREDICTIONS) if (run_dir / PREDICTIONS).is_file() else []
     return RunData(run_dir, config, _json(run_dir / METRICS) or {}, rows,
-                   _json(run_dir / "run.json") or {}, _json(run_dir / "robustness" / "metrics.json"),
+                   _json(run_dir / RUN_INFO) or {}, _json(run_dir / "robustness" / "metrics.json"),
                    _json(run_dir / "zeroshot" / "metrics.json"), _compare_for(run_dir))
 
 

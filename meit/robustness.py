@@ -104,7 +104,6 @@ def conditions(protocol: str, noises: Sequence[str], levels: Sequence[float]) ->
 
 def transform_for(condition: Condition, fs: float) -> SignalTransform | None:
     """The seeded signal transform of a condition (None when clean)."""
-
     if condition.clean:
         return None
     if condition.noise == SEGMENT_NOISE:
@@ -114,7 +113,6 @@ def transform_for(condition: Condition, fs: float) -> SignalTransform | None:
 
 def condition_seed(seed: int, condition: Condition) -> int:
     """The seed of one condition's noise (records add their id to it)."""
-
     return record_seed(seed, condition.noise, repr(condition.level))
 
 

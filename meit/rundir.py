@@ -44,6 +44,7 @@ CONFIG = "config.yaml"
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 REPORT = "report.md"
+RUN_INFO = "run.json"
 RUNS_ROOT = Path("runs")
 RUN_DIR_ENV = "MEIT_RUN_DIR"
 """`PID:RUN_DIR` of the process that chose an automatic run directory; the DDP ranks it spawns read it."""

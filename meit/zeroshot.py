@@ -31,7 +31,7 @@ from meit.atomic import write_json, write_text
 from meit.config import DataConfig
 from meit.errors import UserFacingError
 from meit.eval import format_metric
-from meit.experiment import check_fit_block, train_or_reuse
+from meit.experiment import asks_remote_code, check_fit_block, train_or_reuse
 from meit.predict import LoadedRun, Scorer, dataset_config, dataset_label, generate, load, open_split, write_predictions
 from meit.report_html import write_report_safely
 from meit.rundir import add_load_flags, load_flags
@@ -157,7 +157,7 @@ def run_config_file(path: str | Path, load_options: dict[str, bool] | None = Non
     fit_config = check_fit_block(spec.get("fit"), f"{path}: fit")
     trained = train_or_reuse(run_dir, fit_config, "zeroshot")
     options = dict(load_options or {"trust_remote_code": False, "allow_unverified_backbone": False})
-    options["trust_remote_code"] |= bool((fit_config.get("model") or {}).get("trust_remote_code"))
+    options["trust_remote_code"] |= asks_remote_code(fit_config)
     options["allow_unverified_backbone"] |= trained
     summary = run_zeroshot(run_dir, spec["targets"], spec.get("limit"), spec.get("n_bootstrap"),
                            spec.get("in_domain", True), batch_size=spec.get("batch_size"), load_options=options)

@@ -531,7 +531,6 @@ def render_dataset(source: Any, records: Sequence[Any], out_dir: str | Path, cfg
 
 def render_command(args: Any) -> None:
     """`python -m meit.data render`: renders a dataset's records as PNG files named by record id."""
-
     source = open_source(args.dataset, args.root, args.sampling_rate)
     records = list(source.records)[: args.limit] if args.limit is not None else list(source.records)
     cfg = RenderConfig(dpi=args.dpi, artefacts=tuple(args.artefacts or ()))
