@@ -11,6 +11,7 @@ import pytest
 
 from meit.data.reports import REPORT_ORDER, site_report
 from meit.eval import compare_records, evaluate_records
+from meit.eval.label_metrics import LabelStats, label_space
 from meit.eval.labeller_check import check_labeller, report_language
 from meit.eval.labels import extract_label_likelihoods, extract_labels
 from meit.evaluate import main
@@ -207,14 +208,16 @@ def test_hedged_lvh_beside_lbbb_is_dropped_stated_lvh_is_kept():
 def test_synthetic_reports_stay_exact(site):
     rng = np.random.default_rng(0)
     rhythms = {"SR", "SBRAD", "STACH", "AFIB", "AFLT"}
-    tp = fp = fn = 0
+    truth, pred = [], []
     for _ in range(500):
         codes = {str(c) for c in rng.choice([c for c in REPORT_ORDER if c != "NORM"], size=3, replace=False)}
         if len(codes & rhythms) > 1:
             continue
-        pred = extract_labels(site_report(sorted(codes), site, rng)) & set(REPORT_ORDER)
-        tp, fp, fn = tp + len(pred & codes), fp + len(pred - codes), fn + len(codes - pred)
-    assert 2 * tp / (2 * tp + fp + fn) >= 0.99
+        truth.append(codes)
+        pred.append(extract_labels(site_report(sorted(codes), site, rng)))
+    # every code the labeller emits counts, so a phrase read as an extra code (a false positive) fails here too
+    per_code = LabelStats(truth, pred, [None] * len(pred), label_space(truth)).per_label()
+    assert {code: round(s["f1"], 3) for code, s in per_code.items() if s["f1"] < 0.99} == {}
 
 
 def test_labeller_cli(tmp_path, capsys):

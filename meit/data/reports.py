@@ -27,7 +27,8 @@ PTBXL_PHRASES: dict[str, tuple[str, ...]] = {
     "CLBBB": ("complete left bundle branch block", "left bundle branch block"),
     "CRBBB": ("complete right bundle branch block", "right bundle branch block"),
     "LAFB": ("left anterior fascicular block", "left anterior hemiblock"),
-    "LVH": ("left ventricular hypertrophy", "voltage criteria for left ventricular hypertrophy"),
+    # not "voltage criteria for ...": PTB-XL codes that phrase VCLVH too, and the waveform cannot tell the two apart
+    "LVH": ("left ventricular hypertrophy", "signs of left ventricular hypertrophy"),
     "LVOLT": ("low qrs voltages in the limb leads", "low limb lead voltage", "peripheral low voltage"),
     "STE_": ("st elevation", "st segment elevation", "non-specific st elevation"),
     "STD_": ("st depression", "st segment depression", "non-specific st depression"),
@@ -49,7 +50,7 @@ MIMIC_PHRASES: dict[str, tuple[str, ...]] = {
     "CLBBB": ("Left bundle branch block", "Complete left bundle branch block"),
     "CRBBB": ("Right bundle branch block", "Complete right bundle branch block"),
     "LAFB": ("Left anterior fascicular block", "Left anterior hemiblock"),
-    "LVH": ("Left ventricular hypertrophy", "Voltage criteria for left ventricular hypertrophy"),
+    "LVH": ("Left ventricular hypertrophy",),
     "LVOLT": ("Low QRS voltages in limb leads", "Low limb lead voltage"),
     "STE_": ("ST elevation", "ST segment elevation"),
     "STD_": ("ST depression", "ST segment depression"),
