@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from meit.scp import SUPERCLASSES, scp_statements, superclasses
+from meit.data.scp import SUPERCLASSES, scp_statements, superclasses
 
 
 class LabelStats:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from meit.scp import SUPERCLASSES, superclasses
+from meit.data.scp import SUPERCLASSES, superclasses
 
 from .label_metrics import LabelStats, label_space
 from .labels import extract_labels, normalise

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from meit.scp import SUPERCLASSES, scp_statements, superclasses
+from meit.data.scp import SUPERCLASSES, scp_statements, superclasses
 
 from .label_phrases import ABBREVIATIONS, AXIS_PATTERNS, COMMENTS, LOCALISED, LOCATION_KEY, LOCATIONS, PATTERNS
 
@@ -228,7 +228,7 @@ def extract_labels(text: str) -> set[str]:
             loaders return it; empty gives an empty set.
 
     Returns:
-        The set of SCP codes (keys of ``meit.scp.scp_statements()``).
+        The set of SCP codes (keys of ``meit.data.scp.scp_statements()``).
     """
     return set(extract_label_likelihoods(text))
 

@@ -1,6 +1,6 @@
 """The fusion registry: `@register("name")` on an `ECGConditionedLM` class (see `meit.fusion`)."""
 
-from meit.registry import Registry
+from meit.util.registry import Registry
 
 FUSIONS: Registry = Registry("fusion")
 register = FUSIONS.register

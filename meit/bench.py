@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from meit.atomic import write_json, write_text
+from meit.util.atomic import write_json, write_text
 
 # suite name -> (module, function); each function takes `repeats`, `peak_gflops` and `tiny` and returns
 # {figure: value or Stat}. meit.benchmarks repeats the primitives of meit.data.synth, meit.data.render, meit.eval.

@@ -77,8 +77,8 @@ def build_llm(shape: BenchShape) -> nn.Module:
     """A randomly initialised Llama of the embedded default's shape, frozen, with LoRA (r, 2r, q..down)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from meit.backbone import apply_lora, freeze
     from meit.config import ModelConfig
+    from meit.llm.backbone import apply_lora, freeze
 
     config = LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
                          num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
@@ -420,8 +420,8 @@ SMOLLM2_BATCH, SMOLLM2_PROMPT, SMOLLM2_REPORT = 8, 12, 52  # 8 x 64 tokens; the 
 def load_smollm2_lora() -> tuple[nn.Module, int]:
     """SmolLM2-135M as `--model.llm smollm2-135m` loads it (fp32, frozen, sdpa) with LoRA r=64, alpha 128, dropout
     0.1 on q,k,v,o,gate,up,down (peft), in train mode; and its vocabulary size."""
-    from meit.backbone import SMOLLM2, apply_lora, load_backbone, resolve_backbone
     from meit.config import ModelConfig
+    from meit.llm.backbone import SMOLLM2, apply_lora, load_backbone, resolve_backbone
 
     cfg = ModelConfig(llm=SMOLLM2, lora_r=64, lora_alpha=128, lora_dropout=0.1,
                       lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
@@ -437,7 +437,7 @@ def smollm2_suite(repeats: int, peak_gflops: float, tiny: bool = False) -> dict[
     positions only, + AdamW), on the same 8 x 64 tokens (+ 12x1000 ECGs). Target: MEIT / plain within 15 %."""
     if tiny:
         return {"skipped": "tiny mode: SmolLM2-135M steps take seconds each (run without --tiny)"}
-    from meit.backbone import SMOLLM2_INSTALL, smollm2_gguf
+    from meit.llm.backbone import SMOLLM2_INSTALL, smollm2_gguf
 
     try:
         smollm2_gguf()

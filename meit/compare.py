@@ -3,7 +3,7 @@
 Every representation (the signal branch, the controlled image branch, optionally LLaMA 3.2 Vision) is trained and
 tested by `python -m meit.fit` from the shared `fit:` block (data, split, backbone, trainer; `meit.fit`'s own config
 schema) merged with its own block (`representations: {name: {model: {...}}}`), each into `RUN_DIR/<name>/`; a
-finished run of the same settings there is reused (`meit.experiment.train_or_reuse`). Then each trained run
+finished run of the same settings there is reused (`meit.runs.experiment.train_or_reuse`). Then each trained run
 generates reports for the same test records at every SNR level (`snr_db`; noise of kind `noise` is added to the
 signal before rendering for image runs, seeded per record exactly alike for all representations) and the reports
 are scored with 95 % bootstrap CIs. Representations are compared pairwise at every level with a paired bootstrap
@@ -27,16 +27,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meit.atomic import write_json, write_text
-from meit.errors import UserFacingError
 from meit.eval import compare_records, evaluate_records, format_metric
 from meit.eval.core import resolve_groups
 from meit.eval.text import MeteorProcess
-from meit.experiment import asks_remote_code, check_fit_block, merge_fit_blocks, train_or_reuse
-from meit.predict import generate, load, open_split, write_predictions
 from meit.report_html import write_report_safely
 from meit.robustness import Condition, condition_seed, level_json, level_text, plot_curves, transform_for
-from meit.rundir import TABLE_METRICS, new_run_dir
+from meit.runs.experiment import asks_remote_code, check_fit_block, merge_fit_blocks, train_or_reuse
+from meit.runs.predict import generate, load, open_split, write_predictions
+from meit.runs.rundir import TABLE_METRICS, new_run_dir
+from meit.util.atomic import write_json, write_text
+from meit.util.errors import UserFacingError
 
 PLOT_METRICS = ("bleu_4", "rouge_l", "bertscore_f1", "label_macro_f1")
 DEFAULT_REPRESENTATIONS: dict[str, dict[str, Any]] = {
@@ -172,7 +172,7 @@ def _p_cell(tests: dict[str, Any], key: str) -> str:
 
 
 def table_keys(summary: dict[str, Any]) -> list[str]:
-    """The main metrics present in the results, in `meit.rundir.TABLE_METRICS` order."""
+    """The main metrics present in the results, in `meit.runs.rundir.TABLE_METRICS` order."""
     present = {k for r in summary["results"] for k, v in r["metrics"].items() if isinstance(v, (int, float))}
     return [k for k in TABLE_METRICS if k in present]
 

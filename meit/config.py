@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from jsonargparse.typing import PositiveInt
 
-from meit.vision_llm import VisionLLMConfig
+from meit.llm.mllama import VisionLLMConfig
 
 MEIT_INSTRUCTION = "generate a description of the ECG embeddings:"
 """The instruction MEIT's reference code puts before every report."""
@@ -99,8 +99,8 @@ class ModelConfig:
     MEIT's projector without its L2 normalisation (unit-norm ECG keys/values are ~10x smaller than the small
     backbone's text keys/values, which slowed learning); MEIT's exact projector is `{"normalize": true}`."""
     recipe: Literal["aligned", "meit"] = "aligned"
-    """Training recipe (`meit.align`). `aligned` (the CPU default): stage 1 pre-trains the encoder + projector as a
-    multi-label classifier of the train split's SCP codes (labels extracted from the report where a dataset has
+    """Training recipe (`meit.tasks.align`). `aligned` (the CPU default): stage 1 pre-trains the encoder + projector
+    as a multi-label classifier of the train split's SCP codes (labels extracted from the report where a dataset has
     none, e.g. MIMIC) for `encoder_pretrain_epochs`, then instruction tuning, optionally with an auxiliary label
     loss (`aux_label_loss_weight`). `meit`: MEIT's own recipe, the encoder trained from scratch by the LM loss only
     (the paper presets). Signal branch only (image-branch runs train as `meit`)."""

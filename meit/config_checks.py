@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from meit.align import validate_recipe
 from meit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TestConfig
 from meit.encoders.registry import ENCODERS
-from meit.errors import UserFacingError
 from meit.fusion.registry import FUSIONS
+from meit.tasks.align import validate_recipe
+from meit.util.errors import UserFacingError
 
 DEFAULT_IMAGE_ENCODER = "cnn_small"
 """The encoder `--model.branch image` uses when the run names none (the signal default is replaced by it)."""
@@ -33,7 +33,7 @@ def check_run_config(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
         The config to run (a copy where a setting was filled in) and notes on what was filled in.
 
     Raises:
-        meit.errors.UserFacingError: naming the offending flag.
+        meit.util.errors.UserFacingError: naming the offending flag.
     """
     model, notes = _resolve_encoder(cfg.model)
     _check_model(model)

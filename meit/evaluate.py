@@ -14,11 +14,11 @@ import math
 import sys
 from pathlib import Path
 
-from meit.atomic import write_json, write_text
-from meit.errors import UserFacingError
 from meit.eval import compare_records, evaluate_records, read_predictions
 from meit.eval.core import GROUP_KEYS, MAX_TEXT_CHARS
 from meit.eval.labeller_check import check_labeller, format_check
+from meit.util.atomic import write_json, write_text
+from meit.util.errors import UserFacingError
 
 ORDER = [k for keys in GROUP_KEYS.values() for k in keys]
 

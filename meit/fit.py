@@ -35,21 +35,13 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from meit.align import prepare_recipe
-from meit.atomic import write_json, write_text
-from meit.backbone import load_backbone, resolve_backbone
 from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
 from meit.config_checks import check_run_config
 from meit.data.mimic import machine_measurements_for
-from meit.datamodule import MEITDataModule
-from meit.errors import UserFacingError
-from meit.image_branch import build_module, make_datamodule, make_module, needs_text_backbone
-from meit.locks import remove_stale_pid_temps
+from meit.llm.backbone import resolve_backbone
 from meit.probe import probe_run
-from meit.progress import LineProgress
 from meit.report_html import write_report_safely
-from meit.resume import ExactResume
-from meit.rundir import (
+from meit.runs.rundir import (
     RUN_DIR_ENV,
     RUN_INFO,
     AtomicCheckpointIO,
@@ -59,7 +51,14 @@ from meit.rundir import (
     save_run,
     write_test_outputs,
 )
-from meit.seeds import run_seeds, split_seed_args
+from meit.runs.seeds import run_seeds, split_seed_args
+from meit.tasks.align import prepare_recipe
+from meit.tasks.factory import build_task, make_datamodule, make_task, needs_text_backbone
+from meit.tasks.progress import LineProgress
+from meit.tasks.resume import ExactResume
+from meit.util.atomic import write_json, write_text
+from meit.util.errors import UserFacingError
+from meit.util.locks import remove_stale_pid_temps
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
@@ -135,11 +134,8 @@ class MEITCLI(LightningCLI):
         self.config["model.encoder_kwargs"] = self.run_config.model.encoder_kwargs
         self.run_dir = choose_run_dir(init.run_dir)
         self.config["run_dir"] = str(self.run_dir)
-        self.model = make_module(self.run_config)
-        if self.run_config.model.branch == "image":  # rendered pages; the encoder model or LLaMA 3.2 Vision
-            self.datamodule = make_datamodule(self.run_config, self.model)
-        else:
-            self.datamodule = MEITDataModule(self.run_config.data)
+        self.model = make_task(self.run_config)
+        self.datamodule = make_datamodule(self.run_config)
         self.trainer = self.instantiate_trainer(**self._trainer_overrides(dict(init.trainer)))
 
     def _trainer_overrides(self, trainer: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +182,7 @@ def env_is_rank_zero() -> bool:
 def choose_run_dir(run_dir: str | None) -> Path:
     """The run directory of this process: `--run_dir` as given, else a new unique `runs/<date-time>[_N]`.
 
-    The automatic name is chosen once, by rank 0 (`meit.rundir.new_run_dir`, created exclusively), and passed to
+    The automatic name is chosen once, by rank 0 (`meit.runs.rundir.new_run_dir`, created exclusively), and passed to
     the DDP ranks Lightning spawns through `MEIT_RUN_DIR` (`PID:DIR`, read only by the children of that PID, so
     a later run of the same shell or test process never reuses it). Ranks started by an outside launcher
     (torchrun, srun) create nothing here; `fit` takes rank 0's directory by a broadcast once the process group is
@@ -231,14 +227,13 @@ def fit(cli: MEITCLI) -> Path:
     dm.setup("fit")
     timings["data_s"] = time.perf_counter() - start
     tick = time.perf_counter()
-    device_type, backbone = trainer.strategy.root_device.type, None
+    reference = None
     if needs_text_backbone(cfg.model):  # a real Mllama brings its own language model
         # Pre-training a backbone that is not cached yet draws random numbers; the run's own must not depend on it.
         with torch.random.fork_rng(devices=[]):
             reference = resolve_backbone(cfg.model, corpus=dm.train_reports(), extra_texts=dm.instructions())
-            backbone = load_backbone(reference, cfg.model, device_type=device_type)
-    build_module(module, backbone, device_type)
-    dm.set_tokenizer(module.tokenizer)
+    build_task(module, cfg, reference, trainer.strategy.root_device.type)
+    dm.set_collator(module.collator)
     timings["backbone_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     stage1 = prepare_recipe(module, dm, cfg, run_dir, resume=cli.config_init.ckpt_path is not None,

@@ -19,12 +19,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see meit.fit: spinning Op
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from meit.align import label_targets, record_labels  # noqa: E402
-from meit.atomic import write_json, write_text  # noqa: E402
-from meit.datamodule import MEITDataModule  # noqa: E402
-from meit.errors import UserFacingError  # noqa: E402
 from meit.eval.label_metrics import build_label_stats  # noqa: E402
-from meit.rundir import (  # noqa: E402
+from meit.runs.rundir import (  # noqa: E402
     METRICS,
     REPORT,
     add_load_flags,
@@ -33,6 +29,10 @@ from meit.rundir import (  # noqa: E402
     read_run_json,
     read_run_text,
 )
+from meit.tasks.align import label_targets, record_labels  # noqa: E402
+from meit.tasks.datamodule import MEITDataModule  # noqa: E402
+from meit.util.atomic import write_json, write_text  # noqa: E402
+from meit.util.errors import UserFacingError  # noqa: E402
 
 PROBE_STEPS = 300
 PROBE_LR = 0.05
@@ -69,11 +69,11 @@ def probe_run(run_dir: str | Path, device: str = "cpu", trust_remote_code: bool 
               allow_unverified_backbone: bool = False) -> dict[str, float]:
     """Probes a run's encoder; adds the scores to its metrics.json and report.md and returns them.
 
-    `trust_remote_code` and `allow_unverified_backbone` are the command line's (see `meit.rundir.load_run`).
+    `trust_remote_code` and `allow_unverified_backbone` are the command line's (see `meit.runs.rundir.load_run`).
 
     Raises:
         FileNotFoundError: the run directory is incomplete (or has no metrics.json: it was run with --test.skip).
-        meit.errors.UserFacingError: a corrupt run file, an unverifiable backbone or untrusted code.
+        meit.util.errors.UserFacingError: a corrupt run file, an unverifiable backbone or untrusted code.
         ValueError: an image-branch run, or a train split without any label.
     """
     run_dir = Path(run_dir)
@@ -85,7 +85,7 @@ def probe_run(run_dir: str | Path, device: str = "cpu", trust_remote_code: bool 
     dm = MEITDataModule(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
-    dm.set_tokenizer(tokenizer)
+    dm.set_collator(module.collator)
     x_train, y_train = features(module, dm, "train", None)
     x_test, y_test = features(module, dm, "test", cfg.test.limit)
     space = sorted(set().union(*y_train))

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--instruction", default=None, help="instruction to use (default: the run's test instruction)")
     parser.add_argument("--json", action="store_true", help='print {"report": ..., "quality": {"ok": bool, '
                         '"warnings": [{"reason", "detail"}, ...]}} instead of the report text')
-    from meit.rundir import add_load_flags
+    from meit.runs.rundir import add_load_flags
 
     add_load_flags(parser)
     return parser
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_config(run_dir: str | Path, trust_remote_code: bool = False) -> Any:
     """The run's config (read before the model, so that a bad input is refused without loading it)."""
-    from meit.rundir import CONFIG, read_config
+    from meit.runs.rundir import CONFIG, read_config
 
     if not (Path(run_dir) / CONFIG).is_file():
         raise FileNotFoundError(f"{Path(run_dir) / CONFIG} not found: is {run_dir} a finished `meit.fit` run "
@@ -82,7 +82,7 @@ def read_input(record: str | Path, cfg: Any) -> tuple[Any, Quality]:
 
     image_run = cfg.model.branch == "image"
     if image_run:
-        from meit.image_branch import image_input
+        from meit.tasks.images import image_input
     if str(record).lower().endswith(IMAGE_SUFFIXES):
         if not image_run:
             raise ImageForSignalRun(f"{record} is an image; a signal run reads WFDB records (path without extension)")
@@ -108,26 +108,21 @@ def report_with_quality(record: str | Path, run_dir: str | Path, device: str = "
                         allow_unverified_backbone: bool = False) -> tuple[str, Quality]:
     """The report of one record (or image) and the input's quality, checked before the model is loaded.
 
-    The two flags are the current command line's (see `meit.rundir.load_run`); a saved run never sets them.
+    The two flags are the current command line's (see `meit.runs.rundir.load_run`); a saved run never sets them.
 
     Raises:
-        The errors of `read_input`; FileNotFoundError / OSError / meit.errors.UserFacingError: the run (or the
+        The errors of `read_input`; FileNotFoundError / OSError / meit.util.errors.UserFacingError: the run (or the
         backbone it references) cannot be loaded.
     """
     import dataclasses
 
-    from meit.datamodule import PromptCollator
-    from meit.rundir import load_run
+    from meit.runs.rundir import load_run
 
     ecg, quality = read_input(record, _run_config(run_dir, trust_remote_code))
-    module, tokenizer, cfg = load_run(run_dir, device, trust_remote_code, allow_unverified_backbone)
+    task, _, cfg = load_run(run_dir, device, trust_remote_code, allow_unverified_backbone)
     data = cfg.data if instruction is None else dataclasses.replace(cfg.data, instruction=instruction)
-    if hasattr(module, "instruction"):
-        module.instruction = data.instruction
     item = {"id": str(record), "ecg": ecg, "report": "", "labels": []}
-    batch = PromptCollator(tokenizer, data, generate=True)([item])
-    ecg, ids, mask = (batch[k].to(device) for k in ("ecg", "input_ids", "attention_mask"))
-    return module.generate_reports(ecg, ids, mask)[0], quality
+    return task.generate_reports(task.collator(data, generate=True)([item]))[0], quality
 
 
 def generate_report(record: str | Path, run_dir: str | Path, device: str = "cpu",
@@ -142,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from meit.data.image_io import ImageError
     from meit.data.records import RecordError
-    from meit.errors import UserFacingError
+    from meit.util.errors import UserFacingError
 
     try:
-        from meit.rundir import load_flags
+        from meit.runs.rundir import load_flags
 
         report, quality = report_with_quality(args.record, args.run, args.device, args.instruction,
                                               **load_flags(args))

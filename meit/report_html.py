@@ -29,16 +29,17 @@ import jinja2
 import numpy as np
 import yaml
 
-from meit.atomic import write_text
+from meit.data.dataset import page_seed
 from meit.data.render import RenderConfig, render_pil
-from meit.data.seeding import record_seed
-from meit.errors import UserFacingError
+from meit.data.scp import scp_statements
 from meit.eval import format_metric, read_predictions
 from meit.eval.label_metrics import LabelStats, label_space
 from meit.eval.labels import extract_labels
-from meit.predict import image_renderer, open_split
-from meit.rundir import CONFIG, METRICS, PREDICTIONS, RUN_INFO, TABLE_METRICS, read_config
-from meit.scp import scp_statements
+from meit.runs.predict import open_split
+from meit.runs.rundir import CONFIG, METRICS, PREDICTIONS, RUN_INFO, TABLE_METRICS, read_config
+from meit.tasks.images import page_renderer
+from meit.util.atomic import write_text
+from meit.util.errors import UserFacingError
 
 REPORT_HTML = "report.html"
 TEMPLATE = "report.html.j2"
@@ -166,7 +167,7 @@ def finding_chart(per_label: dict[str, dict[str, float]], n: int = N_CHART) -> s
 class ECGPictures:
     """The ECG of a test record as the page shows it: the paper-style page (signal runs) or the input image.
 
-    Opens the run's test split once, at the first picture, with `meit.predict.open_split` (the signal cache
+    Opens the run's test split once, at the first picture, with `meit.runs.predict.open_split` (the signal cache
     `meit.fit` filled); if that fails, `error` says why and every picture is None.
     """
 
@@ -192,8 +193,8 @@ class ECGPictures:
         from PIL import Image
 
         signal = self.split.cache[self.position[record_id]]
-        if self.cfg.model.branch == "image":  # the input image, as `meit.predict.generate` renders it
-            tensor = image_renderer(self.cfg)(signal, record_seed(0, record_id) % 2**31)
+        if self.cfg.model.branch == "image":  # the input image, as `meit.runs.predict.generate` renders it
+            tensor = page_renderer(self.cfg.data)(signal, page_seed(0, record_id))
             array = (tensor.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
             page = Image.fromarray(array)
         else:

@@ -27,14 +27,23 @@ from typing import Any
 
 import numpy as np
 
-from meit.atomic import atomic_file, write_json, write_text
 from meit.data.noise import MEIT_RATIOS, NOISES, add_noise, meit_segment_noise
 from meit.data.seeding import record_seed
-from meit.errors import UserFacingError
 from meit.eval import format_metric
-from meit.predict import EvalSplit, LoadedRun, Scorer, SignalTransform, generate, load, open_split, write_predictions
 from meit.report_html import write_report_safely
-from meit.rundir import add_load_flags, load_flags
+from meit.runs.predict import (
+    EvalSplit,
+    LoadedRun,
+    Scorer,
+    SignalTransform,
+    generate,
+    load,
+    open_split,
+    write_predictions,
+)
+from meit.runs.rundir import add_load_flags, load_flags
+from meit.util.atomic import atomic_file, write_json, write_text
+from meit.util.errors import UserFacingError
 
 PROTOCOLS = ("snr", "meit-segment")
 DEFAULT_SNR_DB = ("inf", "24", "18", "12", "6", "0")
@@ -236,7 +245,7 @@ def run_robustness(run_dir: str | Path, protocol: str = "snr", noises: Sequence[
         n_bootstrap: bootstrap resamples (default: the run's `test.n_bootstrap`).
         out: output folder (default RUN_DIR/robustness).
         batch_size: generation batch size (default: the run's).
-        load_options: the command line's `meit.rundir.load_run` flags (`trust_remote_code`,
+        load_options: the command line's `meit.runs.rundir.load_run` flags (`trust_remote_code`,
             `allow_unverified_backbone`).
 
     Returns:

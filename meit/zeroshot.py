@@ -27,14 +27,23 @@ from typing import Any
 
 import yaml
 
-from meit.atomic import write_json, write_text
 from meit.config import DataConfig
-from meit.errors import UserFacingError
 from meit.eval import format_metric
-from meit.experiment import asks_remote_code, check_fit_block, train_or_reuse
-from meit.predict import LoadedRun, Scorer, dataset_config, dataset_label, generate, load, open_split, write_predictions
 from meit.report_html import write_report_safely
-from meit.rundir import add_load_flags, load_flags
+from meit.runs.experiment import asks_remote_code, check_fit_block, train_or_reuse
+from meit.runs.predict import (
+    LoadedRun,
+    Scorer,
+    dataset_config,
+    dataset_label,
+    generate,
+    load,
+    open_split,
+    write_predictions,
+)
+from meit.runs.rundir import add_load_flags, load_flags
+from meit.util.atomic import write_json, write_text
+from meit.util.errors import UserFacingError
 
 TABLE = (("bleu_4", "BLEU-4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D"),
          ("bertscore_f1", "BERTScore"), ("label_macro_f1", "label macro-F1"))
@@ -103,7 +112,7 @@ def run_zeroshot(run_dir: str | Path, targets: Sequence[dict[str, Any]], limit: 
         in_domain: also test on the run's own test split (same code path, for a like-for-like table).
         out: output folder (default RUN_DIR/zeroshot).
         batch_size: generation batch size (default: the run's).
-        load_options: the command line's `meit.rundir.load_run` flags (`trust_remote_code`,
+        load_options: the command line's `meit.runs.rundir.load_run` flags (`trust_remote_code`,
             `allow_unverified_backbone`).
 
     Returns:
@@ -138,7 +147,8 @@ def run_config_file(path: str | Path, load_options: dict[str, bool] | None = Non
 
     The YAML is this invocation's input, so its `fit.model.trust_remote_code` allows remote code as the same flag
     of `meit.fit` does; a run trained now is reloaded without the backbone check (this invocation resolved it), a
-    reused one is checked as `meit.rundir.load_run` checks any saved run (`load_options`: the command line's flags).
+    reused one is checked as `meit.runs.rundir.load_run` checks any saved run (`load_options`: the command line's
+    flags).
 
     YAML keys: `run_dir`, `fit` (meit.fit flags as nested keys), `targets` (list of datasets), optional `limit`,
     `n_bootstrap`, `batch_size`, `in_domain`.

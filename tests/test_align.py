@@ -1,4 +1,4 @@
-"""The `aligned` recipe (meit.align): stage 1 trains the encoder on the labels, resumes, and `--model.recipe meit`
+"""The `aligned` recipe (meit.tasks.align): stage 1 trains the encoder on the labels, resumes, and `--model.recipe meit`
 skips it; the auxiliary label loss trains during instruction tuning."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import torch
 from test_fit import tiny_args
 from test_fusion import tiny_llm
 
-from meit.align import STAGE1_FILE, LabelHead, label_space, label_targets, pretrain_encoder, record_labels
 from meit.config import DataConfig, ModelConfig
 from meit.encoders import build_encoder
 from meit.fit import main
 from meit.fusion import build_fusion
+from meit.tasks.align import STAGE1_FILE, LabelHead, label_space, label_targets, pretrain_encoder, record_labels
 
 
 class SignDataset:

@@ -1,11 +1,11 @@
-"""meit.atomic: the one atomic-write helper (no half-written file, the user's umask)."""
+"""meit.util.atomic: the one atomic-write helper (no half-written file, the user's umask)."""
 
 import os
 import stat
 
 import pytest
 
-from meit.atomic import atomic_file, write_json, write_text
+from meit.util.atomic import atomic_file, write_json, write_text
 
 
 def test_write_replaces_whole_file_with_umask_permissions(tmp_path):

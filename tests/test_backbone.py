@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from meit import backbone as bb
 from meit.config import EmbeddedLMConfig, ModelConfig
 from meit.encoders import build_encoder
 from meit.fusion.projector import Projector
-from meit.module import MEITModule
+from meit.llm import backbone as bb
+from meit.tasks.fusion import FusionTask
 
 CORPUS = [
     "sinus rhythm. left anterior fascicular block.",
@@ -88,7 +88,7 @@ def test_trust_remote_code_is_off_unless_asked(embedded, monkeypatch):
 
 def test_trainable_parameter_count_is_lora_plus_encoder_plus_projector(embedded):
     cfg, ref = embedded
-    module = MEITModule(cfg)
+    module = FusionTask(cfg)
     module.build(bb.load_backbone(ref, cfg))
     h, i, r = TINY_LM.hidden_size, TINY_LM.intermediate_size, cfg.lora_r
     kv = h // TINY_LM.num_heads * TINY_LM.num_kv_heads

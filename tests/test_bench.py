@@ -98,8 +98,8 @@ def test_wide_shape_is_the_speed_targets_hidden_512_config():
 
 
 def test_smollm2_suite_skips_in_tiny_mode_and_without_the_package(monkeypatch):
-    from meit import backbone
     from meit.benchmarks import smollm2_suite
+    from meit.llm import backbone
 
     tiny = smollm2_suite(repeats=1, peak_gflops=100.0, tiny=True)
     assert set(tiny) == {"skipped"} and "tiny" in tiny["skipped"]

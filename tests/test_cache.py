@@ -118,7 +118,7 @@ def test_dataset_items(ptbxl_fixture, tmp_path):
     assert item["labels"] == ["LVOLT", "NORM", "SR"]  # likelihood-0.0 codes are present codes
     assert item["ecg"].dtype == torch.float32 and item["ecg"].shape == (12, 1000)
     np.testing.assert_array_equal(item["ecg"].numpy(), source.read_signal(source.records[0], 1000))
-    shifted = ECGReportDataset(cache, source.records, transform=lambda x: x + 1.0)
+    shifted = ECGReportDataset(cache, source.records, transform=lambda x, rng: x + 1.0)
     torch.testing.assert_close(shifted[0]["ecg"], item["ecg"] + 1.0)
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=1)))
     assert batch["ecg"].shape == (1, 12, 1000)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from meit.backbone import build_embedded
 from meit.config import DataConfig, EmbeddedLMConfig
 from meit.data.cache import SignalCache
-from meit.datamodule import open_dataset
-from meit.locks import build_folder, exclusive, remove_stale_pid_temps, temp_folder
+from meit.llm.backbone import build_embedded
+from meit.tasks.datamodule import open_dataset
+from meit.util.locks import build_folder, exclusive, remove_stale_pid_temps, temp_folder
 
 N_PROCESSES = 4
 TINY_LM = EmbeddedLMConfig(hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32,

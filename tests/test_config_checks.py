@@ -11,8 +11,8 @@ from meit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TestCon
 from meit.config_checks import check_run_config, factory_keywords, input_kind
 from meit.encoders import build_encoder, encoder_names
 from meit.encoders.registry import ENCODERS
-from meit.errors import UserFacingError
 from meit.fusion.registry import FUSIONS
+from meit.util.errors import UserFacingError
 
 
 def run_config(**model) -> RunConfig:

@@ -39,7 +39,7 @@ def test_ddp_two_cpu_ranks_see_different_records_and_weights_load(tmp_path):
     run_dir = tmp_path / "run"
     result = _fit(run_dir, tmp_path / "cache", "--trainer.strategy", "ddp", "--trainer.devices", "2",
          "--trainer.accelerator", "cpu", "--trainer.max_steps", "3",
-         "--trainer.callbacks+=meit.scale.SampleIdLogger", f"--trainer.callbacks.out_dir={run_dir}",
+         "--trainer.callbacks+=meit.data.scale.SampleIdLogger", f"--trainer.callbacks.out_dir={run_dir}",
          "--test.skip", "false", "--test.metrics", "[bleu]", "--test.n_bootstrap", "0", rank0_delay_s=5)
     assert "Traceback" not in result.stderr, result.stderr[-4000:]  # rank 1 did not crash on rank 0's run.json
     assert result.stdout.strip().splitlines()[-1] == str(run_dir) and result.stdout.count("trained 3 steps") == 1
@@ -57,13 +57,13 @@ def test_ddp_two_cpu_ranks_see_different_records_and_weights_load(tmp_path):
     lines = [json.loads(line) for line in (run_dir / "sample_ids.rank1.jsonl").read_text().splitlines()]
     assert {line["world_size"] for line in lines} == {2} and {line["rank"] for line in lines} == {1}
 
-    from meit.rundir import load_run
+    from meit.runs.rundir import load_run
 
     os.environ["MEIT_CACHE_DIR"] = str(tmp_path / "cache")
     module, tokenizer, cfg = load_run(run_dir)
     assert cfg.model.lora_r == 2 and module.count_trainable() > 0
-    ids = tokenizer("generate a description of the ECG embeddings:\n", return_tensors="pt")
-    reports = module.generate_reports(torch.randn(1, 12, cfg.data.n_samples), ids.input_ids, ids.attention_mask)
+    item = {"id": "x", "ecg": torch.randn(12, cfg.data.n_samples), "report": "", "labels": []}
+    reports = module.generate_reports(module.collator(cfg.data, generate=True)([item]))
     assert len(reports) == 1 and isinstance(reports[0], str)
 
 
@@ -78,10 +78,10 @@ def test_deepspeed_zero2_preset_trains_and_saves(tmp_path):
     run_dir = tmp_path / "run"
     devices = str(min(2, torch.cuda.device_count()))
     _fit(run_dir, tmp_path / "cache", "--trainer.devices", devices,
-         "--trainer.max_steps", "3", "--trainer.callbacks+=meit.scale.SampleIdLogger",
+         "--trainer.max_steps", "3", "--trainer.callbacks+=meit.data.scale.SampleIdLogger",
          f"--trainer.callbacks.out_dir={run_dir}", config=preset)
     assert (run_dir / "weights.safetensors").is_file()
-    from meit.rundir import load_run
+    from meit.runs.rundir import load_run
 
     os.environ["MEIT_CACHE_DIR"] = str(tmp_path / "cache")
     module, _, cfg = load_run(run_dir, device="cuda")

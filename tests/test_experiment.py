@@ -1,12 +1,12 @@
-"""`meit.experiment`: fit blocks merge group by group, and a finished run is reused only for the same settings."""
+"""`meit.runs.experiment`: fit blocks merge group by group, and a finished run is reused only for the same settings."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from meit.errors import UserFacingError
-from meit.experiment import FINISHED_RUN_FILES, check_fit_block, merge_fit_blocks, train_or_reuse
+from meit.runs.experiment import FINISHED_RUN_FILES, check_fit_block, merge_fit_blocks, train_or_reuse
+from meit.util.errors import UserFacingError
 
 
 def test_a_representation_block_overrides_the_shared_one_key_by_key():

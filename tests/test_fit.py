@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from meit.fit import main, resolve_precision
-from meit.rundir import load_run
+from meit.runs.rundir import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = [REPO / "configs" / f"{name}.yaml" for name in (
@@ -164,13 +164,13 @@ def test_a_rerun_from_the_cache_repeats_the_first_run(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_a_saved_run_reloads_to_the_same_predictions(tiny_run):
-    from meit.datamodule import MEITDataModule
+    from meit.tasks.datamodule import MEITDataModule
 
     _, run_dir, _ = tiny_run
     module, tokenizer, cfg = load_run(run_dir)
     saved = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     dm = MEITDataModule(cfg.data)
-    dm.set_tokenizer(tokenizer)
+    dm.set_collator(module.collator)
     again = []
     for batch in dm.predict_dataloader("test"):
         again += module.predict_step(batch, 0)
@@ -207,7 +207,7 @@ def test_num_beams_must_be_positive_and_is_named_at_parse_time(capsys):
 
 @pytest.mark.slow
 def test_test_num_beams_decodes_the_test_split_with_beam_search(tiny_run, tmp_path):
-    from meit.datamodule import MEITDataModule
+    from meit.tasks.datamodule import MEITDataModule
 
     cache, _, _ = tiny_run
     run_dir = main(tiny_args(cache, tmp_path / "beams", "--test.num_beams", "3"))
@@ -215,11 +215,11 @@ def test_test_num_beams_decodes_the_test_split_with_beam_search(tiny_run, tmp_pa
     assert cfg.test.num_beams == 3 and module.num_beams == 3  # saved runs decode with the run's setting
     saved = [json.loads(line)["prediction"] for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     dm = MEITDataModule(cfg.data)
-    dm.set_tokenizer(tokenizer)
+    dm.set_collator(module.collator)
     beams = []
     for batch in dm.predict_dataloader("test"):
         args = (batch["ecg"], batch["input_ids"], batch["attention_mask"])
-        beams += module.generate_reports(*args)
+        beams += module.generate_reports(batch)
     assert beams == saved and len(saved) > 0
     ids = module.net.generate(*args, max_new_tokens=12, eos_token_id=tokenizer.eos_token_id,
                               pad_token_id=tokenizer.pad_token_id, num_beams=3)

@@ -13,7 +13,7 @@ from meit.encoders import build_encoder
 from meit.fusion import build_fusion, fusion_names
 from meit.fusion.backbone import cache_keyword_of, lora_target_modules
 from meit.fusion.splice import splice
-from meit.vision_llm import enable_checkpointing
+from meit.llm.mllama import enable_checkpointing
 
 VOCAB, PAD, EOS = 100, 0, 1
 

@@ -14,7 +14,7 @@ from meit.data.sources import open_source
 from meit.data.synth import synthesize
 from meit.eval import evaluate_records
 from meit.eval.grounding import check_report, grounding_summary
-from meit.rundir import attach_grounding
+from meit.runs.rundir import attach_grounding
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from test_fit import print_config, tiny_args
 
 from meit.config import DataConfig
 from meit.fit import main
-from meit.module import warmup_schedule
+from meit.tasks.base import warmup_schedule
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,8 +72,8 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 
 
 def test_rendered_items_are_deterministic_per_record(tmp_path):
-    from meit.datamodule import MEITDataModule
-    from meit.image_branch import ImageDataModule
+    from meit.tasks.datamodule import MEITDataModule
+    from meit.tasks.images import ImageDataModule
 
     data = DataConfig(synthetic_n=40, cache_dir=str(tmp_path), image_size=[48, 64], render={"dpi": 30})
     dm = ImageDataModule(data)
@@ -89,7 +89,7 @@ def test_rendered_items_are_deterministic_per_record(tmp_path):
 
 
 def test_training_pages_change_each_epoch_and_repeat_on_a_rerun(tmp_path):
-    from meit.image_branch import EpochTaggedSampler, ImageDataModule
+    from meit.tasks.images import EpochTaggedSampler, ImageDataModule
 
     render = {"dpi": 30, "artefacts": {"rotation": 0.5, "noise": 0.5}}
     data = DataConfig(synthetic_n=40, cache_dir=str(tmp_path), image_size=[48, 64], render=render)
@@ -131,7 +131,7 @@ def test_image_run_writes_the_signal_branch_run_directory(image_run):
 
 @pytest.mark.slow
 def test_image_run_reloads_to_the_same_predictions(image_run):
-    from meit.predict import generate, load, open_split
+    from meit.runs.predict import generate, load, open_split
 
     _, run_dir = image_run
     run = load(run_dir)
@@ -145,9 +145,9 @@ def test_image_run_reloads_to_the_same_predictions(image_run):
 @pytest.mark.slow
 def test_report_reads_images_and_records_for_image_runs(image_run, tmp_path, capsys):
     from meit.data.render import render
-    from meit.predict import open_split
     from meit.report import main as report_main
-    from meit.rundir import read_config
+    from meit.runs.predict import open_split
+    from meit.runs.rundir import read_config
 
     _, run_dir = image_run
     cfg = read_config(run_dir)
@@ -185,7 +185,7 @@ def mllama_run(image_run, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_mllama_branch_trains_saves_and_reloads(mllama_run):
-    from meit.predict import generate, load, open_split
+    from meit.runs.predict import generate, load, open_split
 
     run_dir = mllama_run
     assert (run_dir / "adapter" / "adapter_config.json").is_file()
@@ -202,7 +202,7 @@ def test_mllama_branch_trains_saves_and_reloads(mllama_run):
 
 @pytest.mark.slow
 def test_a_mllama_folder_needs_no_text_backbone(image_run, mllama_run, tmp_path):
-    from meit.predict import generate, load, open_split
+    from meit.runs.predict import generate, load, open_split
 
     cache, _ = image_run
     folder = next((cache / "backbones" / "mllama").glob("tiny-mllama-*"))  # written by the tiny run: a Mllama folder

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from meit import backbone as bb
 from meit.config import DataConfig, EmbeddedLMConfig, ModelConfig, OptimConfig
-from meit.datamodule import PromptCollator
 from meit.fusion.splice import IGNORE_INDEX
-from meit.module import MEITModule, linear_warmup_decay
+from meit.llm import backbone as bb
+from meit.tasks.datamodule import PromptCollator
+from meit.tasks.base import linear_warmup_decay
+from meit.tasks.fusion import FusionTask
 
 REPORTS = ["sinus rhythm. normal ecg.", "atrial fibrillation. left bundle branch block. st depression."]
 TINY_LM = EmbeddedLMConfig(vocab_size=400, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -26,11 +27,11 @@ def reference(tmp_path_factory) -> tuple[ModelConfig, dict]:
     return cfg, bb.resolve_backbone(cfg, corpus=REPORTS * 4, extra_texts=prompts)
 
 
-def make_module(reference, **overrides) -> MEITModule:
+def make_module(reference, **overrides) -> FusionTask:
     cfg, ref = reference
     cfg = ModelConfig(**{**cfg.__dict__, **overrides})
     torch.manual_seed(0)
-    module = MEITModule(cfg, OptimConfig(lr=3e-3), max_new_tokens=24)
+    module = FusionTask(cfg, OptimConfig(lr=3e-3), max_new_tokens=24)
     module.build(bb.load_backbone(ref, cfg))
     return module
 
@@ -84,7 +85,7 @@ def test_trainable_state_holds_no_backbone_weight(reference):
         module.load_trainable_state_dict({k: v for k, v in state.items() if "lora_A" not in k})
 
 
-def overfit(module: MEITModule, ecg: torch.Tensor, steps: int) -> list[float]:
+def overfit(module: FusionTask, ecg: torch.Tensor, steps: int) -> list[float]:
     # 8 copies of each record: BatchNorm's running statistics then match its batch statistics (n-1 vs n).
     batch = PromptCollator(module.tokenizer, DATA)(items(ecg) * 8)
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=3e-3)
@@ -99,10 +100,10 @@ def overfit(module: MEITModule, ecg: torch.Tensor, steps: int) -> list[float]:
     return losses
 
 
-def generate(module: MEITModule, ecg: torch.Tensor) -> list[str]:
+def generate(module: FusionTask, ecg: torch.Tensor) -> list[str]:
     batch = PromptCollator(module.tokenizer, DATA, generate=True)(items(ecg))
     module.eval()
-    return module.generate_reports(batch["ecg"], batch["input_ids"], batch["attention_mask"])
+    return module.generate_reports(batch)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_fit import tiny_args
 
-from meit.resume import drop_logged_steps
+from meit.tasks.resume import drop_logged_steps
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,6 @@ from meit.config import DataConfig
 from meit.data.cache import SignalCache
 from meit.data.noise import snr_db
 from meit.data.sources import open_source
-from meit.predict import EvalSplit, TransformedSplit
 from meit.robustness import (
     Condition,
     conditions,
@@ -25,6 +24,8 @@ from meit.robustness import (
     plot_positions,
     transform_for,
 )
+from meit.data.dataset import ECGReportDataset
+from meit.runs.predict import EvalSplit
 
 TINY_FIT = [
     "--data.synthetic_n", "60", "--data.batch_size", "4", "--data.eval_batch_size", "8",
@@ -83,15 +84,15 @@ def _split(make_ptbxl, tmp_path) -> EvalSplit:
 def test_noisy_test_set_depends_on_seed_and_record_not_on_order(make_ptbxl, tmp_path):
     split = _split(make_ptbxl, tmp_path)
     transform = transform_for(Condition("gaussian", 0.0), fs=100.0)
-    first = TransformedSplit(split, transform, seed=3)
-    again = TransformedSplit(split, transform, seed=3)
-    other = TransformedSplit(split, transform, seed=4)
+    first = ECGReportDataset(split.cache, split.records, transform, seed=3)
+    again = ECGReportDataset(split.cache, split.records, transform, seed=3)
+    other = ECGReportDataset(split.cache, split.records, transform, seed=4)
     forward = [first[i]["ecg"].numpy() for i in range(len(first))]
     backward = [again[i]["ecg"].numpy() for i in reversed(range(len(again)))][::-1]
     for x, y in zip(forward, backward):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(forward[0], other[0]["ecg"].numpy())
-    clean = TransformedSplit(split)[0]["ecg"].numpy()
+    clean = ECGReportDataset(split.cache, split.records)[0]["ecg"].numpy()
     np.testing.assert_allclose(snr_db(clean, forward[0]), 0.0, atol=0.05)
     assert first[0]["id"] == split.records[0].record_id and first[0]["labels"] == sorted(split.records[0].labels)
 
@@ -156,12 +157,13 @@ def test_robustness_cli_end_to_end_is_seeded(tmp_path):
 
 def test_image_runs_get_the_noise_before_rendering(make_ptbxl, tmp_path):
     from meit.config import RunConfig
-    from meit.predict import image_renderer
+    from meit.tasks.images import page_renderer
 
     split = _split(make_ptbxl, tmp_path)
-    render = image_renderer(RunConfig())
-    clean = TransformedSplit(split, None, seed=0, render=render)[0]["ecg"]
-    noisy_dataset = TransformedSplit(split, transform_for(Condition("baseline", 0.0), fs=100.0), seed=0, render=render)
+    render = page_renderer(RunConfig().data)
+    clean = ECGReportDataset(split.cache, split.records, None, seed=0, render=render)[0]["ecg"]
+    noisy_dataset = ECGReportDataset(split.cache, split.records, transform_for(Condition("baseline", 0.0), fs=100.0),
+                                     seed=0, render=render)
     noisy, again = noisy_dataset[0]["ecg"], noisy_dataset[0]["ecg"]
     assert clean.ndim == 3 and clean.shape[0] == 3 and 0.0 <= float(clean.min()) <= float(clean.max()) <= 1.0
     assert noisy.shape == clean.shape and not torch.equal(noisy, clean)

@@ -16,12 +16,11 @@ import pytest
 import torch
 from test_fit import tiny_args
 
-import meit.atomic
-from meit.errors import RunFileError
+import meit.util.atomic
 from meit.fit import choose_run_dir
 from meit.fit import main as fit_main
 from meit.report import main as report_main
-from meit.rundir import (
+from meit.runs.rundir import (
     BACKBONE,
     CONFIG,
     RUN_DIR_ENV,
@@ -31,6 +30,7 @@ from meit.rundir import (
     read_run_json,
     save_run,
 )
+from meit.util.errors import RunFileError
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = REPO / "tests" / "fixtures" / "ptbxl-mini" / "records100" / "00000" / "00001_lr"
@@ -72,14 +72,14 @@ def test_only_spawned_ranks_take_the_inherited_run_dir(tmp_path, monkeypatch):
 def _fit_in(folder: str, cache: str, barrier) -> None:
     """One tiny `meit.fit` without --run_dir in `folder`, started at the barrier, at a fixed clock second."""
     os.chdir(folder)
-    import meit.rundir
+    import meit.runs.rundir
 
     class FixedClock(dt.datetime):
         @classmethod
         def now(cls, tz=None):
             return NOW
 
-    meit.rundir.dt = type("dt", (), {"datetime": FixedClock})  # both runs start in the same second, every time
+    meit.runs.rundir.dt = type("dt", (), {"datetime": FixedClock})  # both runs start in the same second, every time
     args = tiny_args(Path(cache), Path("unused"), "--test.skip", "true")
     at = args.index("--run_dir")
     del args[at : at + 2]
@@ -113,7 +113,7 @@ def test_ddp_ranks_share_the_run_dir_rank_0_chose(tmp_path):
     env.pop(RUN_DIR_ENV, None)
     command = [sys.executable, "-m", "meit.fit", *TINY_FIT, "--trainer.strategy", "ddp", "--trainer.devices", "2",
                "--trainer.accelerator", "cpu", "--trainer.max_steps", "3",
-               "--trainer.callbacks+=meit.scale.SampleIdLogger", "--trainer.callbacks.out_dir=ids"]
+               "--trainer.callbacks+=meit.data.scale.SampleIdLogger", "--trainer.callbacks.out_dir=ids"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     runs = list((tmp_path / "runs").iterdir())
@@ -126,7 +126,7 @@ def test_ddp_ranks_share_the_run_dir_rank_0_chose(tmp_path):
 
 
 def test_run_files_get_the_users_umask(trained):
-    expected = 0o666 & ~meit.atomic._umask()
+    expected = 0o666 & ~meit.util.atomic._umask()
     for name in (CONFIG, BACKBONE, WEIGHTS, "run.json"):
         assert (trained / name).stat().st_mode & 0o777 == expected, name
 
@@ -211,7 +211,7 @@ def test_a_full_disk_keeps_the_previous_run_files(tmp_path, monkeypatch):
         def __exit__(self, *exc):
             return self.f.__exit__(*exc)
 
-    monkeypatch.setattr(meit.atomic.os, "fdopen", lambda *a, **k: FullDisk(real_fdopen(*a, **k)))
+    monkeypatch.setattr(meit.util.atomic.os, "fdopen", lambda *a, **k: FullDisk(real_fdopen(*a, **k)))
     with pytest.raises(OSError, match="No space left"):
         save_run(tmp_path, _Module(2.0))
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp file, no 0-byte file

@@ -1,6 +1,6 @@
 """MIMIC-IV-ECG scale: bounded memory while caching and during an epoch, resumable caching, fast metadata loading.
 
-The 20k-record dataset is written by `meit.scale.write_mimic_bulk` (vectorised, seconds) rather than
+The 20k-record dataset is written by `meit.data.scale.write_mimic_bulk` (vectorised, seconds) rather than
 `meit.data.synth.write_dataset` (physiological, ~minutes for 20k): these tests measure the pipeline, not the model.
 Each measured step runs in its own subprocess so its peak RSS is its own.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from meit.data.mimic import load_mimic
-from meit.scale import write_mimic_bulk
+from meit.data.scale import write_mimic_bulk
 
 N_RECORDS = 20_000
 N_SAMPLES = 1000  # 2 s at 500 Hz on disk and in the cache: the record count, not the length, is what scales here
@@ -33,7 +33,7 @@ import json, sys, time
 from pathlib import Path
 from meit.data.cache import SignalCache
 from meit.data.sources import open_source
-from meit.scale import RssSampler, peak_rss_mb
+from meit.data.scale import RssSampler, peak_rss_mb
 root, cache_dir, n_samples, chunk = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 source = open_source("mimic", root)
 records = source.records
@@ -51,7 +51,7 @@ EPOCH = _PRELUDE + """
 import torch
 from torch.utils.data import DataLoader
 from meit.data.dataset import ECGReportDataset
-from meit.scale import rss_mb
+from meit.data.scale import rss_mb
 cache = SignalCache.build(source, records, n_samples, cache_dir, split="all", workers=1, chunk_size=chunk,
                           progress=False)
 dataset = ECGReportDataset(cache, records)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from meit.fit import main
-from meit.seeds import aggregate, split_seed_args
+from meit.runs.seeds import aggregate, split_seed_args
 from tests.test_fit import tiny_args
 
 

@@ -11,9 +11,9 @@ from test_fit import print_config, tiny_args
 from meit.config import DataConfig
 from meit.data.sources import open_source
 from meit.data.splits import check_disjoint_patients, split_records
-from meit.datamodule import MEITDataModule
-from meit.errors import UserFacingError
 from meit.fit import main
+from meit.tasks.datamodule import MEITDataModule
+from meit.util.errors import UserFacingError
 
 
 def _drop_fold(root, fold):

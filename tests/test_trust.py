@@ -14,10 +14,10 @@ import pytest
 import yaml
 from test_fit import tiny_args
 
-from meit.errors import RunFileError, UntrustedCodeError
 from meit.fit import main as fit_main
 from meit.report import main as report_main
-from meit.rundir import BACKBONE, CONFIG, load_run
+from meit.runs.rundir import BACKBONE, CONFIG, load_run
+from meit.util.errors import RunFileError, UntrustedCodeError
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = REPO / "tests" / "fixtures" / "ptbxl-mini" / "records100" / "00000" / "00001_lr"
@@ -140,7 +140,7 @@ def test_fit_refuses_a_backbone_with_auto_map_without_its_flag(trained, tmp_path
 
 
 def test_a_downloaded_model_folder_is_verified_by_its_fingerprint(trained, tmp_path):
-    from meit.backbone import META_FILE, folder_fingerprint
+    from meit.llm.backbone import META_FILE, folder_fingerprint
 
     run_dir = copy_run(trained, tmp_path)
     folder = Path(shutil.copytree(reference(run_dir)["path"], tmp_path / "downloaded-llm"))
@@ -155,7 +155,7 @@ def test_a_downloaded_model_folder_is_verified_by_its_fingerprint(trained, tmp_p
 
 
 def test_fit_on_a_model_folder_saves_its_fingerprint(trained, tmp_path):
-    from meit.backbone import FINGERPRINT_PREFIX, META_FILE
+    from meit.llm.backbone import FINGERPRINT_PREFIX, META_FILE
 
     folder = Path(shutil.copytree(reference(trained)["path"], tmp_path / "downloaded-llm"))
     (folder / META_FILE).unlink()

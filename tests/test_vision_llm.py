@@ -1,4 +1,4 @@
-"""LLaMA 3.2 Vision branch (`meit.vision_llm`) on a tiny Mllama built from a small Llama, saved and reloaded."""
+"""LLaMA 3.2 Vision branch (`meit.llm.mllama`) on a tiny Mllama built from a small Llama, saved and reloaded."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import yaml
 from torch import nn
 from transformers import AutoTokenizer, LlamaForCausalLM, MllamaForConditionalGeneration
 
-from meit.backbone import init_llama, pretrain, train_tokenizer
 from meit.config import EmbeddedLMConfig
 from meit.data.render import RenderConfig, example_signal, render
-from meit.vision_llm import (
+from meit.llm.backbone import init_llama, pretrain, train_tokenizer
+from meit.llm.mllama import (
     IGNORE_INDEX,
     IMAGE_TOKEN,
     LLAMA32_VISION,

@@ -12,7 +12,7 @@ Layout of a cache directory `{cache_dir}/{source}-{rate}hz-{T}-{split}-{key}`:
 
 The key hashes the metadata CSVs' content (the source fingerprint), rate, length, split and record
 ids, so a changed dataset gets a new cache. Nothing but one chunk is ever held in memory. A build holds
-`meit.locks.exclusive` on its directory: concurrent builders of one cache wait for the first and open its result.
+`meit.util.locks.exclusive` on its directory: concurrent builders of one cache wait for the first and open its result.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from meit.atomic import write_json
 from meit.data.records import ECGRecord, RecordError, load_signal
 from meit.data.source import Source
-from meit.locks import exclusive
+from meit.util.atomic import write_json
+from meit.util.locks import exclusive
 
 CACHE_VERSION = 1
 N_LEADS = 12

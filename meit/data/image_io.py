@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageChops, ImageFilter
 
-from meit.registry import Registry
+from meit.util.registry import Registry
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """File name endings read as ECG images (by `meit.report` and the image branch); anything else is a WFDB record."""

@@ -20,10 +20,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from meit.data.records import STANDARD_LEADS, ECGRecord, RecordError, load_signal, read_header
+from meit.data.scp import superclasses
 from meit.data.source import Source
 from meit.data.sources import open_source
 from meit.data.splits import split_records
-from meit.scp import superclasses
 
 _GERMAN = frozenset(
     "sinusrhythmus normales ekg linkstyp rechtstyp lagetyp steiltyp indifferenztyp periphere niederspannung "

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import signal as sps
 
-from meit.registry import Registry
+from meit.util.registry import Registry
 
 NoiseFn = Callable[[np.random.Generator, tuple[int, ...], float], np.ndarray]
 NOISES: Registry[np.ndarray] = Registry("noise kind")

@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 
 from meit.data.records import ECGRecord, RecordError, clean_text, read_csv_robust, resolve_inside
+from meit.data.scp import superclasses
 from meit.data.source import Source
-from meit.scp import superclasses
 
 DATABASE_CSV = "ptbxl_database.csv"
 STATEMENTS_CSV = "scp_statements.csv"

@@ -17,7 +17,7 @@ import numpy as np
 
 from meit.data.measure import r_peaks
 from meit.data.records import STANDARD_LEADS
-from meit.errors import UserFacingError
+from meit.util.errors import UserFacingError
 
 FLAT_MV = 0.01
 """A lead whose robust range (0.5th to 99.5th percentile) is below this many mV is flat (a lead-off electrode)."""

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from meit.data.records import ECGRecord
 from meit.data.source import Source
-from meit.errors import UserFacingError
+from meit.util.errors import UserFacingError
 
 SPLITS = ("train", "val", "test")
 SPLIT_METHODS = ("folds", "patient")

@@ -28,12 +28,12 @@ from meit.data import wfdb_io
 from meit.data.measure import MIMIC_MISSING as MIMIC_MISSING
 from meit.data.records import STANDARD_LEADS
 from meit.data.reports import mimic_statements, ptbxl_report
+from meit.data.scp import SCP_STATEMENTS_CSV, scp_statements
 from meit.data.synth_beats import LEADS_3D as LEADS_3D
 from meit.data.synth_beats import LEADS_ELECTRODES as LEADS_ELECTRODES
 from meit.data.synth_beats import _place_pvcs as _place_pvcs
 from meit.data.synth_beats import _rhythm as _rhythm
 from meit.data.synth_beats import render_record
-from meit.scp import SCP_STATEMENTS_CSV, scp_statements
 
 PTBXL_LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
 MIMIC_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")

@@ -84,8 +84,8 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_pid_temps(folder: str | Path) -> list[Path]:
-    """Removes `.NAME[.RANDOM].PID.tmp` files (an interrupted `meit.atomic` write, checkpoints included) in `folder`
-    whose writer process is gone; another live process's temporary files are left alone.
+    """Removes `.NAME[.RANDOM].PID.tmp` files (an interrupted `meit.util.atomic` write, checkpoints included) in
+    `folder` whose writer process is gone; another live process's temporary files are left alone.
 
     Returns:
         The files removed.

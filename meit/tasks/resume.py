@@ -3,7 +3,7 @@
 Saved at each checkpoint (`on_save_checkpoint`) and restored when `--ckpt_path` resumes (`on_load_checkpoint`,
 the RNG states at `on_train_start`, after everything that set the run up has drawn its numbers): the torch, numpy
 and python RNG states (dropout draws from torch's) and (epoch, batches trained in it), from which
-`meit.datamodule.ResumableSampler` restarts the epoch's shuffle at the next batch. Steps an interrupted run logged
+`meit.tasks.datamodule.ResumableSampler` restarts the epoch's shuffle at the next batch. Steps an interrupted run logged
 after its checkpoint are dropped from its CSV log when the run resumes (they are trained and logged again).
 """
 
@@ -20,7 +20,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
-from meit.atomic import atomic_file
+from meit.util.atomic import atomic_file
 
 KEY = "meit_resume"
 

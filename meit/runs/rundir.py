@@ -28,15 +28,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from meit.atomic import atomic_file, write_bytes, write_json, write_text
-from meit.backbone import check_remote_code, load_backbone, verify_saved_reference
+from meit.util.atomic import atomic_file, write_bytes, write_json, write_text
+from meit.llm.backbone import check_remote_code, verify_saved_reference
 from meit.config import RunConfig, run_config_from_dict
 from meit.data.dataset import ECGReportDataset
 from meit.data.measure import measure_ecg, with_machine_measurements
-from meit.errors import RunFileError, UntrustedCodeError
+from meit.util.errors import RunFileError, UntrustedCodeError
 from meit.eval import evaluate_records
 from meit.eval.grounding import check_report
-from meit.image_branch import build_module, make_module, needs_text_backbone
+from meit.tasks.factory import build_task, make_task, needs_text_backbone
 
 WEIGHTS = "weights.safetensors"
 BACKBONE = "backbone.json"
@@ -94,11 +94,10 @@ def new_run_dir(root: str | Path = RUNS_ROOT, now: dt.datetime | None = None, pr
 
 
 def save_run(run_dir: Path, module: Any) -> None:
-    """Writes the trainable weights (safetensors) and the backbone reference of a built `MEITModule`."""
+    """Writes the trainable weights (safetensors), the task's extras and the backbone reference of a built task."""
     state = {k: v.detach().cpu().contiguous() for k, v in module.trainable_state_dict().items()}
     write_bytes(run_dir / WEIGHTS, save_safetensors(state, metadata={"format": "meit-trainable-v1"}))
-    if hasattr(module, "save_extras"):  # e.g. the Mllama LoRA adapter in peft's layout (meit.image_branch)
-        module.save_extras(run_dir)
+    module.save_extras(run_dir)  # e.g. the Mllama LoRA adapter in peft's layout
     write_json(run_dir / BACKBONE, module.backbone_reference)
 
 
@@ -217,7 +216,7 @@ def load_run(run_dir: str | Path, device: str = "cpu", trust_remote_code: bool =
             a refusal for a backbone without or with another hash, or a hub id).
 
     Returns:
-        (the `MEITModule` in eval mode, its tokenizer, the run's config).
+        (the `ReportTask` in eval mode, its tokenizer, the run's config).
 
     Raises:
         FileNotFoundError: a file of the run is missing.
@@ -230,11 +229,10 @@ def load_run(run_dir: str | Path, device: str = "cpu", trust_remote_code: bool =
         if not (run_dir / name).is_file():
             raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a finished `meit.fit` run directory?")
     cfg = read_config(run_dir, trust_remote_code)
-    device_type, backbone = torch.device(device).type, None
+    reference, local_only = None, True
     if needs_text_backbone(cfg.model):  # a real Mllama brings its own language model
         reference = read_run_json(run_dir / BACKBONE)
         local_only = verify_saved_reference(reference, run_dir / BACKBONE, allow_unverified_backbone)
-        backbone = load_backbone(reference, cfg.model, device_type=device_type, local_files_only=local_only)
     else:  # the saved config names the Mllama: a folder, checked like a backbone folder
         model = cfg.model.vision_llm.model
         if not Path(model).is_dir() and not allow_unverified_backbone:
@@ -243,12 +241,11 @@ def load_run(run_dir: str | Path, device: str = "cpu", trust_remote_code: bool =
                                "--allow_unverified_backbone to load it anyway")
         check_remote_code(model, trust_remote_code, local_files_only=not allow_unverified_backbone)
     weights = read_weights(run_dir / WEIGHTS)
-    module = make_module(cfg)
-    build_module(module, backbone, device_type)
+    module = build_task(make_task(cfg), cfg, reference, torch.device(device).type, local_files_only=local_only)
     try:
         module.load_trainable_state_dict(weights)
     except KeyError as e:
-            raise RunFileError(run_dir / WEIGHTS, f"does not hold this run's weights ({e.args[0]})") from None
+        raise RunFileError(run_dir / WEIGHTS, f"does not hold this run's weights ({e.args[0]})") from None
     return module.to(device).eval(), module.tokenizer, cfg
 
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from meit.atomic import write_json, write_text
-from meit.rundir import METRICS, REPORT, TABLE_METRICS, new_run_dir
+from meit.util.atomic import write_json, write_text
+from meit.runs.rundir import METRICS, REPORT, TABLE_METRICS, new_run_dir
 
 
 def split_seed_args(args: list[str]) -> tuple[list[int] | None, Path | None, list[str]]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-SCP_STATEMENTS_CSV = Path(__file__).parent / "resources" / "scp_statements.csv"
+SCP_STATEMENTS_CSV = Path(__file__).parents[1] / "resources" / "scp_statements.csv"
 SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 
 

@@ -187,7 +187,7 @@ class SampleIdLogger(Callback):
     """Lightning callback: appends the record ids of every training batch to `out_dir/sample_ids.rank{R}.jsonl`.
 
     One JSON line per batch: {"rank", "world_size", "epoch", "step", "ids"}. Used to check that DDP ranks see
-    different records: `python -m meit.fit --trainer.callbacks+=meit.scale.SampleIdLogger
+    different records: `python -m meit.fit --trainer.callbacks+=meit.data.scale.SampleIdLogger
     --trainer.callbacks.out_dir RUN_DIR ...`.
 
     Args:

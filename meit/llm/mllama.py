@@ -38,9 +38,9 @@ from transformers import (
     PreTrainedModel,
 )
 
-from meit.atomic import write_json
 from meit.fusion.splice import IGNORE_INDEX
-from meit.locks import build_folder
+from meit.util.atomic import write_json
+from meit.util.locks import build_folder
 
 try:  # transformers 5: the PIL backend (the default one needs torchvision)
     from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil as MllamaImages

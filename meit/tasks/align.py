@@ -29,10 +29,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from meit.atomic import write_bytes
 from meit.config import ModelConfig
-from meit.errors import UserFacingError
 from meit.eval.labels import extract_labels
+from meit.util.atomic import write_bytes
+from meit.util.errors import UserFacingError
 
 STAGE1_FILE = "stage1.pt"
 """Stage-1 state in a run directory: encoder, projector and head weights, optimiser, finished epochs, losses."""
@@ -45,7 +45,7 @@ def validate_recipe(cfg: ModelConfig) -> None:
     """Fails early (before any data or backbone is built) on recipe settings that cannot work.
 
     Raises:
-        meit.errors.UserFacingError: naming the flag: an unknown recipe, a negative or fractional epoch count, a
+        meit.util.errors.UserFacingError: naming the flag: an unknown recipe, a negative or fractional epoch count, a
             non-positive learning rate, a negative loss weight, or an auxiliary label loss asked for with MEIT's
             recipe (which trains the encoder by the LM loss only).
     """
@@ -242,14 +242,14 @@ def _train_epoch(net: nn.Module, head: LabelHead, opt: torch.optim.Optimizer, sc
 
 def prepare_recipe(module: Any, datamodule: Any, cfg: Any, run_dir: Path | None, resume: bool, seed: int,
                    device: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """Applies the run's recipe to a built `MEITModule` before instruction tuning.
+    """Applies the run's recipe to a built `FusionTask` before instruction tuning.
 
     `aligned`: builds the label head over the train split's labels, runs stage 1 (not when `resume`: the
     checkpoint holds the encoder stage 1 trained) and attaches the head for the auxiliary loss. `meit`, or an
     image-branch run: nothing.
 
     Args:
-        module: the built `MEITModule`.
+        module: the built `FusionTask`.
         datamodule: the set-up `MEITDataModule`.
         cfg: the `RunConfig`.
         run_dir: where stage 1's resumable state goes (None: not saved).

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from meit.atomic import write_text
-from meit.errors import UserFacingError
-from meit.rundir import BACKBONE, CONFIG, RUN_INFO, WEIGHTS
+from meit.util.atomic import write_text
+from meit.util.errors import UserFacingError
+from meit.runs.rundir import BACKBONE, CONFIG, RUN_INFO, WEIGHTS
 
 FINISHED_RUN_FILES = (WEIGHTS, BACKBONE, RUN_INFO)
 """What a finished `meit.fit` run directory holds (run.json is written last)."""
@@ -68,7 +68,7 @@ def train_or_reuse(run_dir: Path, block: dict[str, Any], tag: str) -> bool:
         Whether it trained (False: the finished run was reused).
 
     Raises:
-        meit.errors.UserFacingError: `run_dir` holds a finished run whose config.yaml differs from `block`.
+        meit.util.errors.UserFacingError: `run_dir` holds a finished run whose config.yaml differs from `block`.
     """
     if is_finished(run_dir):
         _check_same_settings(run_dir, block)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +18,16 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from meit.atomic import write_text
 from meit.config import DataConfig, default_cache_dir
 from meit.data.cache import SignalCache
 from meit.data.dataset import ECGReportDataset
 from meit.data.source import Source
 from meit.data.sources import open_source
 from meit.data.splits import split_records
-from meit.errors import UserFacingError
 from meit.fusion.splice import splice
-from meit.locks import build_folder
+from meit.util.atomic import write_text
+from meit.util.errors import UserFacingError
+from meit.util.locks import build_folder
 
 SYNTHETIC_VERSION = 1
 DONE_MARKER = ".meit-complete"
@@ -152,8 +153,8 @@ class PromptCollator:
 class MEITDataModule(L.LightningDataModule):
     """Train/val/test ECG-report datasets and their dataloaders.
 
-    `setup()` needs no tokenizer (so the embedded backbone can be pre-trained on `train_reports()` first);
-    the dataloaders do: call `set_tokenizer` in between.
+    `setup()` needs no model (so the embedded backbone can be pre-trained on `train_reports()` first); the
+    dataloaders batch with the task's collate functions: call `set_collator(task.collator)` in between.
 
     Args:
         cfg: the data config.
@@ -162,7 +163,7 @@ class MEITDataModule(L.LightningDataModule):
     def __init__(self, cfg: DataConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg or DataConfig()
-        self.tokenizer: Any = None
+        self.make_collator: Callable[..., Callable] | None = None
         self.source: Source | None = None
         self.datasets: dict[str, ECGReportDataset] = {}
         self.train_sampler: ResumableSampler | None = None
@@ -224,17 +225,17 @@ class MEITDataModule(L.LightningDataModule):
         """Every prompt the model may see (the embedded tokenizer learns to encode them compactly)."""
         return [self.cfg.prompt_template.format(instruction=i) for i in (self.cfg.instruction, *self.cfg.paraphrases)]
 
-    def set_tokenizer(self, tokenizer: Any) -> None:
-        """The backbone's tokenizer, used by every collate function."""
-        self.tokenizer = tokenizer
+    def set_collator(self, make_collator: Callable[..., Callable]) -> None:
+        """`make_collator(data_cfg, train=, generate=)` -> a collate function: the task's `collator` hook."""
+        self.make_collator = make_collator
 
-    def collator(self, train: bool = False, generate: bool = False) -> PromptCollator:
-        """A collate function over this module's tokenizer and config."""
-        if self.tokenizer is None:
-            raise RuntimeError("MEITDataModule.set_tokenizer() must be called before building dataloaders")
-        return PromptCollator(self.tokenizer, self.cfg, train=train, generate=generate)
+    def collator(self, train: bool = False, generate: bool = False) -> Callable:
+        """A collate function of the task over this module's data config."""
+        if self.make_collator is None:
+            raise RuntimeError("MEITDataModule.set_collator() must be called before building dataloaders")
+        return self.make_collator(self.cfg, train=train, generate=generate)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool, collate: PromptCollator,
+    def _loader(self, split: str, batch_size: int, shuffle: bool, collate: Callable,
                 sampler: Sampler | None = None) -> DataLoader:
         self.setup()
         dataset = self.datasets[split]

@@ -22,11 +22,11 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
-from meit.atomic import write_json
 from meit.config import EmbeddedLMConfig, ModelConfig, default_cache_dir
-from meit.errors import RunFileError, UntrustedCodeError
 from meit.fusion.backbone import lora_target_modules
-from meit.locks import build_folder
+from meit.util.atomic import write_json
+from meit.util.errors import RunFileError, UntrustedCodeError
+from meit.util.locks import build_folder
 
 EMBEDDED = "embedded"
 SMOLLM2 = "smollm2-135m"
@@ -89,7 +89,7 @@ def load_backbone(reference: dict, cfg: ModelConfig, device_type: str = "cpu",
         reference: from `resolve_backbone` (or a run directory's `backbone.json`, checked by
             `verify_saved_reference` first).
         cfg: the model config (remote code, attention kernel, gradient checkpointing). `cfg.trust_remote_code` is
-            the current command line's choice (`meit.rundir.read_config` resets a saved one).
+            the current command line's choice (`meit.runs.rundir.read_config` resets a saved one).
         device_type: "cpu" loads fp32; "cuda" loads bf16 (the frozen weights of a 7B model halve).
         local_files_only: never reach the network (loading a saved run).
 

@@ -1,39 +1,39 @@
 """Load a finished run, generate reports on a dataset split (optionally transformed), score them.
 
-The shared engine of `meit.robustness` and `meit.zeroshot`, on top of the public API of `meit.rundir`
-(`load_run`), `meit.datamodule` (`open_dataset`, `PromptCollator`), `meit.data` (splits, signal cache) and
-`meit.eval` (`evaluate_records`). Only the requested split is cached, so testing on another dataset never
+The one prediction path on a saved run, used by `meit.robustness`, `meit.zeroshot`, `meit.compare` and
+`meit.report_html`, on top of `meit.runs.rundir.load_run`, the run's task (its `collator` and `generate_reports`
+hooks, as in `meit.fit`'s test step), `meit.data` (splits, signal cache, `ECGReportDataset`) and `meit.eval`. Only the requested split is cached, so testing on another dataset never
 caches its training split.
 
 A signal transform is called as `transform(signal, rng)` on each float32 (12, T) signal in mV, with a generator
 seeded by (seed, record id): the same seed gives the same noisy test set whatever the batch size or order.
-For image-branch runs (an encoder whose `input_kind` is "image") the transformed signal is rendered afterwards,
+For image-branch runs (a task whose `input_kind` is "image") the transformed signal is rendered afterwards,
 so noise goes on the signal before rendering.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from meit.config import DataConfig, RunConfig
 from meit.data.cache import SignalCache
-from meit.data.render import ImageTransform, RenderConfig
-from meit.data.seeding import record_seed
+from meit.data.dataset import ECGReportDataset, SignalTransform
 from meit.data.splits import split_records
-from meit.datamodule import PromptCollator, cache_dir, open_dataset
 from meit.eval import evaluate_records
 from meit.eval.text import MeteorProcess
-from meit.rundir import load_run, write_jsonl
+from meit.runs.rundir import load_run, write_jsonl
+from meit.tasks.base import prediction_rows
+from meit.tasks.datamodule import cache_dir, open_dataset
+from meit.tasks.images import page_renderer
 
-SignalTransform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+__all__ = ["EvalSplit", "LoadedRun", "Scorer", "SignalTransform", "dataset_config", "dataset_label", "generate",
+           "load", "open_split", "write_predictions"]
 
 
 @dataclass
@@ -42,7 +42,7 @@ class LoadedRun:
 
     Attributes:
         run_dir: the run directory.
-        module: the `MEITModule`, in eval mode.
+        module: the `ReportTask`, in eval mode.
         tokenizer: the backbone's tokenizer.
         cfg: the run's configuration.
     """
@@ -54,9 +54,8 @@ class LoadedRun:
 
     @property
     def input_kind(self) -> str:
-        """"signal" or "image": what the run's encoder consumes."""
-        own = getattr(self.module, "input_kind", None)  # a module reading images itself (MllamaModule)
-        return own or getattr(getattr(self.module.net, "encoder", None), "input_kind", "signal")
+        """"signal" or "image": what the run's task reads."""
+        return self.module.input_kind
 
 
 @dataclass
@@ -81,7 +80,7 @@ class EvalSplit:
 
 def load(run_dir: str | Path, device: str = "cpu", trust_remote_code: bool = False,
          allow_unverified_backbone: bool = False) -> LoadedRun:
-    """Loads a run directory written by `python -m meit.fit` (see `meit.rundir.load_run`; the two flags are the
+    """Loads a run directory written by `python -m meit.fit` (see `meit.runs.rundir.load_run`; the two flags are the
     command line's `--trust_remote_code` and `--allow_unverified_backbone`)."""
     module, tokenizer, cfg = load_run(run_dir, device, trust_remote_code, allow_unverified_backbone)
     return LoadedRun(Path(run_dir), module, tokenizer, cfg)
@@ -133,83 +132,27 @@ def open_split(cfg: DataConfig, split: str = "test", limit: int | None = None, w
     return EvalSplit(dataset_label(cfg), cfg, kept, cache, any(r.labels for r in source.records))
 
 
-class TransformedSplit(Dataset):
-    """Dataset items of an `EvalSplit` with a seeded signal transform and, for image runs, rendering.
-
-    Args:
-        split: the records and their cache.
-        transform: `transform(signal, rng)`, or None for the clean signal.
-        seed: with the record id, seeds each record's generator.
-        render: for image runs, `render(signal, seed) -> (3, H, W)` tensor applied after the transform.
-    """
-
-    def __init__(self, split: EvalSplit, transform: SignalTransform | None = None, seed: int = 0,
-                 render: Callable[[np.ndarray, int], torch.Tensor] | None = None) -> None:
-        self.split, self.transform, self.seed, self.render = split, transform, seed, render
-        position = {record_id: i for i, record_id in enumerate(split.cache.ids)}
-        self.positions = [position[r.record_id] for r in split.records]
-
-    def __len__(self) -> int:
-        return len(self.split.records)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        record = self.split.records[i]
-        signal = self.split.cache[self.positions[i]]
-        item_seed = record_seed(self.seed, record.record_id)
-        if self.transform is not None:
-            signal = np.asarray(self.transform(signal, np.random.default_rng(item_seed)), dtype=np.float32)
-        ecg = torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32))
-        if self.render is not None:
-            ecg = self.render(signal, item_seed % 2**31)
-        return {"id": record.record_id, "ecg": ecg, "report": record.report, "labels": sorted(record.labels)}
-
-
-def image_renderer(cfg: RunConfig) -> Callable[[np.ndarray, int], torch.Tensor]:
-    """Renders a (12, T) signal to the (3, H, W) page tensor an image-branch run consumes.
-
-    Uses `meit.data.render` with the run's render settings where its data config names them
-    (`render` / `image_size`), otherwise the standard clean page.
-    """
-
-    render_cfg = getattr(cfg.data, "render", None)
-    if isinstance(render_cfg, dict):
-        render_cfg = RenderConfig(**render_cfg)
-    size = getattr(cfg.data, "image_size", None)
-    transform = ImageTransform(cfg.data.sampling_rate, render_cfg, tuple(size) if size else None)
-    return lambda signal, seed: transform.image(signal, seed)
-
-
 def generate(run: LoadedRun, split: EvalSplit, transform: SignalTransform | None = None, seed: int = 0,
              batch_size: int | None = None) -> list[dict[str, Any]]:
-    """Greedy reports for every record of `split`, as `predictions.jsonl` rows.
+    """Reports for every record of `split`, as `predictions.jsonl` rows: the task's own collator and decoding
+    (greedy, or the run's `test.num_beams`), as in `meit.fit`'s test step.
 
     Args:
         run: the loaded run.
         split: records to report on.
         transform: optional seeded signal transform (noise), applied before rendering for image runs.
-        seed: seeds the transform per record.
+        seed: seeds the transform (and the pages of image runs) per record; 0 renders the run's test pages.
         batch_size: generation batch size (default: the run's `eval_batch_size`).
 
     Returns:
         Rows `{"id", "prediction", "reference"}`, plus `labels_true` where the dataset stores labels.
     """
-
-    render = image_renderer(run.cfg) if run.input_kind == "image" else None
-    dataset = TransformedSplit(split, transform, seed, render)
-    collate = PromptCollator(run.tokenizer, run.cfg.data, generate=True)
+    render = page_renderer(run.cfg.data) if run.input_kind == "image" else None
+    dataset = ECGReportDataset(split.cache, split.records, transform, seed, render)
     loader = DataLoader(dataset, batch_size=batch_size or run.cfg.data.eval_batch_size, shuffle=False,
-                        collate_fn=collate)
-    device = next(run.module.parameters()).device
-    rows: list[dict[str, Any]] = []
-    for batch in loader:
-        texts = run.module.generate_reports(batch["ecg"].to(device), batch["input_ids"].to(device),
-                                            batch["attention_mask"].to(device))
-        for record_id, text, reference, labels in zip(batch["ids"], texts, batch["reports"], batch["labels_true"]):
-            row = {"id": record_id, "prediction": text, "reference": reference}
-            if split.has_labels:
-                row["labels_true"] = labels
-            rows.append(row)
-    return rows
+                        collate_fn=run.module.collator(run.cfg.data, generate=True))
+    rows = [row for batch in loader for row in prediction_rows(batch, run.module.generate_reports(batch))]
+    return rows if split.has_labels else [{k: v for k, v in row.items() if k != "labels_true"} for row in rows]
 
 
 def write_predictions(path: Path, rows: Sequence[dict[str, Any]]) -> None:

@@ -37,7 +37,7 @@ def atomic_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         raise ValueError(f"atomic_file mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # `.NAME.RANDOM.PID.tmp`: the writer's PID lets `meit.locks.remove_stale_pid_temps` clean up after a kill.
+    # `.NAME.RANDOM.PID.tmp`: the writer's PID lets `meit.util.locks.remove_stale_pid_temps` clean up after a kill.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{os.getpid()}.tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
