@@ -183,6 +183,9 @@ class _Module:
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return self.state
 
+    def save_extras(self, run_dir) -> None:
+        """A task with nothing besides its weights to save."""
+
 
 def test_a_full_disk_keeps_the_previous_run_files(tmp_path, monkeypatch):
     save_run(tmp_path, _Module(1.0))
