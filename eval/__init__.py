@@ -1,7 +1,8 @@
 """MEIT evaluation: corpus-level text metrics, BERTScore, clinical label scores, bootstrap CIs.
 
-Public API: :func:`evaluate_records`, :func:`compare_records`, :func:`read_predictions`,
-:func:`module_path`, :func:`benchmark`, and :func:`meit.eval.labels.extract_labels`.
+Public API: :func:`evaluate_records`, :func:`compare_records`, :class:`Scorer` (both, one METEOR process for many
+calls), :func:`read_predictions`, :func:`module_path`, :func:`benchmark`, :func:`meit.eval.labels.extract_labels`,
+and the metric key lists (`METRIC_KEYS`, `HEADLINE_METRICS`, `PLOT_METRICS`, `METRIC_TITLES`).
 Conventions are documented in docs/METRICS.md.
 """
 
@@ -9,7 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .core import compare_records, evaluate_records, format_metric, read_predictions
+from .core import (
+    HEADLINE_METRICS,
+    METRIC_KEYS,
+    METRIC_TITLES,
+    PLOT_METRICS,
+    compare_records,
+    evaluate_records,
+    format_metric,
+    read_predictions,
+)
+from .scorer import Scorer
 
 MODULES = ("bleu", "meteor", "rouge", "cider_d", "bertscore", "clinical_labels")
 
@@ -36,5 +47,6 @@ def benchmark(n_pairs: int = 5000, seed: int = 0) -> dict:
 
 
 __all__ = [
-    "MODULES", "benchmark", "compare_records", "evaluate_records", "format_metric", "module_path", "read_predictions",
+    "HEADLINE_METRICS", "METRIC_KEYS", "METRIC_TITLES", "MODULES", "PLOT_METRICS", "Scorer", "benchmark",
+    "compare_records", "evaluate_records", "format_metric", "module_path", "read_predictions",
 ]

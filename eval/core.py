@@ -28,6 +28,15 @@ GROUP_KEYS = {
     ],
 }
 ALL_GROUPS = tuple(GROUP_KEYS)
+METRIC_KEYS = tuple(key for keys in GROUP_KEYS.values() for key in keys)
+"""Every scalar metric of a metrics.json, in table order (run reports, seed summaries, comparisons)."""
+HEADLINE_METRICS = ("bleu_4", "meteor", "rouge_l", "cider_d", "bertscore_f1", "label_macro_f1")
+"""The columns of MEIT's tables (robustness, zero-shot, run summaries)."""
+PLOT_METRICS = ("bleu_4", "rouge_l", "bertscore_f1", "label_macro_f1")
+"""The panels of metric-vs-noise plots."""
+METRIC_TITLES = {"bleu_4": "BLEU-4", "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider_d": "CIDEr-D",
+                 "bertscore_f1": "BERTScore", "label_macro_f1": "label macro-F1"}
+"""Column titles of the paper-style tables."""
 
 
 def resolve_groups(metrics: list[str] | None) -> tuple[str, ...]:

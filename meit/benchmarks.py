@@ -36,8 +36,7 @@ from torch import nn
 # Each suite imports what it measures inside its function (start-up time: `meit.bench data` loads no LM or metric
 # model); the import graph has no cycle either way (tests/test_layout.py).
 from meit.bench import interleaved_timed, matmul_peak_gflops, rate, ratio_stat, repeat_timed, summarise
-
-IGNORE = -100
+from meit.fusion.splice import IGNORE_INDEX
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,7 @@ def make_batch(shape: BenchShape, seed: int = 0) -> dict[str, torch.Tensor]:
     length = shape.prompt_tokens + shape.report_tokens
     ids = torch.randint(3, shape.vocab, (shape.batch, length), generator=gen)
     labels = ids.clone()
-    labels[:, : shape.prompt_tokens] = IGNORE
+    labels[:, : shape.prompt_tokens] = IGNORE_INDEX
     return {"ecg": torch.randn(shape.batch, 12, shape.n_samples, generator=gen), "input_ids": ids,
             "attention_mask": torch.ones_like(ids), "labels": labels}
 
@@ -117,7 +116,7 @@ def text_only_loss(net: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tens
     mask = batch["attention_mask"]
     hidden, _ = b.run_decoder(b.embed(batch["input_ids"]), mask, (mask.cumsum(-1) - 1).clamp(min=0), None, False)
     target = batch["labels"][:, 1:]
-    keep = target != IGNORE
+    keep = target != IGNORE_INDEX
     return F.cross_entropy(b.lm_head(hidden[:, :-1][keep]).float(), target[keep])
 
 
@@ -185,7 +184,7 @@ def analytic_flops(net: nn.Module, batch: dict[str, torch.Tensor], text_only: bo
     b = net.backbone
     n_lin, n_lora, n_kv = _linear_params(net)
     bsz, seq = batch["input_ids"].shape
-    n_lab = int((batch["labels"][:, 1:] != IGNORE).sum())
+    n_lab = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
     d, vocab, layers = b.hidden_size, b.lm_head.weight.shape[0], len(b.layers)
     fusion = "text" if text_only else net.fusion_name
     ecg_tokens = 0 if text_only else net.encoder.n_tokens
@@ -452,7 +451,7 @@ def smollm2_suite(repeats: int, peak_gflops: float, tiny: bool = False) -> dict[
     ids = torch.randint(3, vocab, (SMOLLM2_BATCH, length), generator=gen)
     mask = torch.ones_like(ids)
     report_labels = ids.clone()
-    report_labels[:, :SMOLLM2_PROMPT] = IGNORE
+    report_labels[:, :SMOLLM2_PROMPT] = IGNORE_INDEX
     batch = {"ecg": torch.randn(SMOLLM2_BATCH, 12, 1000, generator=gen), "input_ids": ids, "attention_mask": mask,
              "labels": report_labels}
 

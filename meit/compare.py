@@ -27,18 +27,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from meit.eval import compare_records, evaluate_records, format_metric
-from meit.eval.core import resolve_groups
-from meit.eval.text import MeteorProcess
+from meit.eval import METRIC_KEYS, PLOT_METRICS, Scorer, format_metric
 from meit.report_html import write_report_safely
 from meit.robustness import Condition, condition_seed, level_json, level_text, plot_curves, transform_for
 from meit.runs.experiment import asks_remote_code, check_fit_block, merge_fit_blocks, train_or_reuse
 from meit.runs.predict import generate, load, open_split, write_predictions
-from meit.runs.rundir import TABLE_METRICS, new_run_dir
+from meit.runs.rundir import new_run_dir
 from meit.util.atomic import write_json, write_text
 from meit.util.errors import UserFacingError
 
-PLOT_METRICS = ("bleu_4", "rouge_l", "bertscore_f1", "label_macro_f1")
 DEFAULT_REPRESENTATIONS: dict[str, dict[str, Any]] = {
     "signal": {},
     "image": {"model": {"branch": "image", "encoder": "cnn_small"}},
@@ -92,40 +89,8 @@ def train_all(blocks: dict[str, dict[str, Any]], run_dir: Path) -> dict[str, Pat
     return runs
 
 
-class Evaluator:
-    """Scores prediction rows and compares pairs, with one METEOR process for all calls.
-
-    Args:
-        metrics: metric groups or keys (None: all).
-        n_bootstrap: bootstrap resamples.
-        bertscore_model: BERTScore model (None: the offline MiniLM).
-    """
-
-    def __init__(self, metrics: list[str] | None, n_bootstrap: int, bertscore_model: str | None) -> None:
-        self.metrics, self.n_bootstrap, self.bertscore_model = metrics, n_bootstrap, bertscore_model
-        self.meteor: Any = None
-        if "meteor" in resolve_groups(metrics):
-            self.meteor = MeteorProcess()
-
-    def score(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """All metrics with 95 % CIs (`meit.eval.evaluate_records`)."""
-        return evaluate_records(rows, bertscore_model=self.bertscore_model, n_bootstrap=self.n_bootstrap, seed=0,
-                                metrics=self.metrics, meteor=self.meteor)
-
-    def compare(self, rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> dict[str, Any]:
-        """Paired bootstrap of A against B (`meit.eval.compare_records`)."""
-        return compare_records(rows_a, rows_b, bertscore_model=self.bertscore_model, n_bootstrap=self.n_bootstrap,
-                               seed=0, metrics=self.metrics, meteor=self.meteor)
-
-    def close(self) -> None:
-        """Stops the METEOR process."""
-        if self.meteor is not None:
-            self.meteor.close()
-            self.meteor = None
-
-
 def evaluate_all(cfg: Any, blocks: dict[str, dict[str, Any]], runs: dict[str, Path], out: Path,
-                 evaluator: Evaluator) -> dict[str, Any]:
+                 scorer: Scorer) -> dict[str, Any]:
     """Generates and scores every representation at every SNR level, then the pairwise paired bootstraps."""
     levels = [float(v) for v in cfg.snr_db]
     conds = [Condition(cfg.noise, level) for level in levels]
@@ -147,7 +112,7 @@ def evaluate_all(cfg: Any, blocks: dict[str, dict[str, Any]], runs: dict[str, Pa
             generated = generate(run, split, transform_for(cond, fs), condition_seed(cfg.seed, cond))
             rows[name][cond.name] = generated
             write_predictions(out / "predictions" / name / f"{cond.name}.jsonl", generated)
-            metrics = evaluator.score(generated)
+            metrics = scorer(generated)
             results.append({"representation": name, "level": level_json(cond.level), "condition": cond.name,
                             "metrics": metrics})
             print(f"[compare] {name} {cond.name}: " + ", ".join(
@@ -157,7 +122,7 @@ def evaluate_all(cfg: Any, blocks: dict[str, dict[str, Any]], runs: dict[str, Pa
     tests = []
     for a, b in itertools.combinations(runs, 2):
         for cond in conds:
-            paired = evaluator.compare(rows[b][cond.name], rows[a][cond.name])
+            paired = scorer.compare(rows[b][cond.name], rows[a][cond.name])
             tests.append({"a": b, "b": a, "level": level_json(cond.level), "condition": cond.name, "tests": paired})
     return {"representations": list(runs), "runs": {k: str(v) for k, v in runs.items()}, "noise": cfg.noise,
             "levels": [level_json(v) for v in levels], "n": len(ids or []), "results": results, "paired": tests}
@@ -172,9 +137,9 @@ def _p_cell(tests: dict[str, Any], key: str) -> str:
 
 
 def table_keys(summary: dict[str, Any]) -> list[str]:
-    """The main metrics present in the results, in `meit.runs.rundir.TABLE_METRICS` order."""
+    """The main metrics present in the results, in `meit.eval.METRIC_KEYS` order."""
     present = {k for r in summary["results"] for k, v in r["metrics"].items() if isinstance(v, (int, float))}
-    return [k for k in TABLE_METRICS if k in present]
+    return [k for k in METRIC_KEYS if k in present]
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -211,11 +176,11 @@ def run_compare(cfg: Any) -> Path:
         raise UserFacingError("--representations", "is empty")
     blocks = representation_blocks(cfg)  # every block checked before the first run trains
     runs = train_all(blocks, out)
-    evaluator = Evaluator(cfg.metrics, cfg.n_bootstrap, cfg.bertscore_model)
+    scorer = Scorer(cfg.bertscore_model, cfg.n_bootstrap, seed=0, metrics=cfg.metrics)
     try:
-        summary = evaluate_all(cfg, blocks, runs, out, evaluator)
+        summary = evaluate_all(cfg, blocks, runs, out, scorer)
     finally:
-        evaluator.close()
+        scorer.close()
     write_json(out / "compare.json", summary)
     write_text(out / "compare.md", markdown(summary))
     plot(summary, out / "compare.png")

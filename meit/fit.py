@@ -38,6 +38,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
 from meit.config_checks import check_run_config
 from meit.data.mimic import machine_measurements_for
+from meit.eval import HEADLINE_METRICS
 from meit.llm.backbone import resolve_backbone
 from meit.probe import probe_run
 from meit.report_html import write_report_safely
@@ -297,7 +298,7 @@ def summary(run_dir: Path) -> str:
              f"({info['trainable_parameters']:,} trainable parameters), total {info['timings']['total_s']} s"]
     lines += [f"note: {note}" for note in info.get("notes", [])]
     metrics = info.get("metrics") or {}
-    keys = ("bleu_4", "meteor", "rouge_l", "cider_d", "bertscore_f1", "label_macro_f1", "probe_label_macro_f1")
+    keys = (*HEADLINE_METRICS, "probe_label_macro_f1")
     if metrics:
         lines.append("test: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), float)))
     return "\n".join(lines)

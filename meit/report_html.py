@@ -32,11 +32,11 @@ import yaml
 from meit.data.dataset import page_seed
 from meit.data.render import RenderConfig, render_pil
 from meit.data.scp import scp_statements
-from meit.eval import format_metric, read_predictions
+from meit.eval import HEADLINE_METRICS, METRIC_KEYS, format_metric, read_predictions
 from meit.eval.label_metrics import LabelStats, label_space
 from meit.eval.labels import extract_labels
 from meit.runs.predict import open_split
-from meit.runs.rundir import CONFIG, METRICS, PREDICTIONS, RUN_INFO, TABLE_METRICS, read_config
+from meit.runs.rundir import CONFIG, METRICS, PREDICTIONS, RUN_INFO, read_config
 from meit.tasks.images import page_renderer
 from meit.util.atomic import write_text
 from meit.util.errors import UserFacingError
@@ -51,7 +51,7 @@ SECTIONS = {
     "probe": ("probe_label_macro_f1", "probe_label_auc"),
     "grounding": ("grounding_checked", "grounding_contradicted", "grounding_contradiction_rate"),
 }
-RESULT_METRICS = ("bleu_4", "meteor", "rouge_l", "cider_d", "bertscore_f1", "label_macro_f1", "ce_macro_f1",
+RESULT_METRICS = (*HEADLINE_METRICS, "ce_macro_f1",
                   "grounding_contradiction_rate")  # the columns of the robustness / zero-shot / compare tables
 N_BEST, N_WORST, N_FINDINGS, N_CHART = 3, 3, 6, 25
 ECG_DPI = 40  # the paper-style page at 440x340 px: leads readable, ~30 kB each as a 16-colour PNG
@@ -209,7 +209,7 @@ def metric_rows(metrics: dict[str, Any], baseline: dict[str, Any] | None = None)
     """Every scalar metric (table metrics first) with its CI, and the baseline's value beside it when given."""
     scalar = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     skip = {"n", "n_empty", "n_bootstrap", "seed"}
-    keys = [k for k in TABLE_METRICS if k in scalar] + [k for k in scalar if k not in TABLE_METRICS and k not in skip]
+    keys = [k for k in METRIC_KEYS if k in scalar] + [k for k in scalar if k not in METRIC_KEYS and k not in skip]
     rows = []
     for key in keys:
         row = {"key": key, "value": metric_text(metrics, key), "baseline": None, "delta": None}

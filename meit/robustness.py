@@ -29,12 +29,11 @@ import numpy as np
 
 from meit.data.noise import MEIT_RATIOS, NOISES, add_noise, meit_segment_noise
 from meit.data.seeding import record_seed
-from meit.eval import format_metric
+from meit.eval import HEADLINE_METRICS, PLOT_METRICS, Scorer, format_metric
 from meit.report_html import write_report_safely
 from meit.runs.predict import (
     EvalSplit,
     LoadedRun,
-    Scorer,
     SignalTransform,
     generate,
     load,
@@ -48,8 +47,6 @@ from meit.util.errors import UserFacingError
 PROTOCOLS = ("snr", "meit-segment")
 DEFAULT_SNR_DB = ("inf", "24", "18", "12", "6", "0")
 DEFAULT_NOISES = ("gaussian", "baseline", "powerline", "emg", "motion")
-TABLE_METRICS = ("bleu_4", "meteor", "rouge_l", "cider_d", "bertscore_f1", "label_macro_f1")
-PLOT_METRICS = ("bleu_4", "rouge_l", "bertscore_f1", "label_macro_f1")
 SEGMENT_NOISE = "meit-segment"
 
 
@@ -143,7 +140,7 @@ def sweep(run: LoadedRun, split: EvalSplit, conds: Sequence[Condition], score: S
                 write_predictions(out / "predictions" / f"{condition.name}.jsonl", rows)
             cached[condition.name] = (score(rows), time.perf_counter() - start)
             print(f"[robustness] {condition.name}: " + ", ".join(
-                f"{k} {cached[condition.name][0][k]:.3f}" for k in TABLE_METRICS if k in cached[condition.name][0]),
+                f"{k} {cached[condition.name][0][k]:.3f}" for k in HEADLINE_METRICS if k in cached[condition.name][0]),
                 flush=True)
         metrics, seconds = cached[condition.name]
         results.append({"noise": condition.noise, "level": level_json(condition.level), "condition": condition.name,
@@ -151,7 +148,7 @@ def sweep(run: LoadedRun, split: EvalSplit, conds: Sequence[Condition], score: S
     return results
 
 
-def markdown(summary: dict[str, Any], metrics: Sequence[str] = TABLE_METRICS) -> str:
+def markdown(summary: dict[str, Any], metrics: Sequence[str] = HEADLINE_METRICS) -> str:
     """One table per metric: a row per noise kind, a column per level, cells `value [95 % CI]`."""
     unit = "clean ratio" if summary["protocol"] == SEGMENT_NOISE else "SNR (dB)"
     levels = list(dict.fromkeys(level_text(r["level"]) for r in summary["results"]))

@@ -28,12 +28,11 @@ from typing import Any
 import yaml
 
 from meit.config import DataConfig
-from meit.eval import format_metric
+from meit.eval import HEADLINE_METRICS, METRIC_TITLES, Scorer, format_metric
 from meit.report_html import write_report_safely
 from meit.runs.experiment import asks_remote_code, check_fit_block, train_or_reuse
 from meit.runs.predict import (
     LoadedRun,
-    Scorer,
     dataset_config,
     dataset_label,
     generate,
@@ -45,8 +44,6 @@ from meit.runs.rundir import add_load_flags, load_flags
 from meit.util.atomic import write_json, write_text
 from meit.util.errors import UserFacingError
 
-TABLE = (("bleu_4", "BLEU-4"), ("meteor", "METEOR"), ("rouge_l", "ROUGE-L"), ("cider_d", "CIDEr-D"),
-         ("bertscore_f1", "BERTScore"), ("label_macro_f1", "label macro-F1"))
 SYNTHETIC_KEYS = ("synthetic_format", "synthetic_n", "synthetic_seed", "split_seed")
 
 
@@ -79,7 +76,7 @@ def evaluate_on(run: LoadedRun, cfg: DataConfig, setting: str, score: Scorer, ou
     write_predictions(out_dir / "predictions" / f"{name}.jsonl", rows)
     metrics = score(rows)
     print(f"[zeroshot] {name}: n={len(rows)} " + ", ".join(
-        f"{key} {metrics[key]:.3f}" for key, _ in TABLE if isinstance(metrics.get(key), float)), flush=True)
+        f"{key} {metrics[key]:.3f}" for key in HEADLINE_METRICS if isinstance(metrics.get(key), float)), flush=True)
     return {"train": dataset_label(run.cfg.data), "test": split.name, "setting": setting, "n": len(rows),
             "labels_from": "dataset" if split.has_labels else "reference text", "metrics": metrics,
             "seconds": round(time.perf_counter() - start, 1)}
@@ -90,10 +87,10 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# Zero-shot transfer: `{summary['run']}`", "",
              "Cells are corpus-level value [95 % bootstrap CI]; BERTScore is F1 with "
              f"`{summary.get('bertscore_model', '-')}`.", "",
-             "| trained on | tested on | setting | n | " + " | ".join(title for _, title in TABLE) + " |",
-             "|---|---|---|---:|" + "---:|" * len(TABLE)]
+             "| trained on | tested on | setting | n | " + " | ".join(map(METRIC_TITLES.get, HEADLINE_METRICS)) + " |",
+             "|---|---|---|---:|" + "---:|" * len(HEADLINE_METRICS)]
     for entry in summary["results"]:
-        cells = [format_metric(entry["metrics"], key) for key, _ in TABLE]
+        cells = [format_metric(entry["metrics"], key) for key in HEADLINE_METRICS]
         lines.append(f"| {entry['train']} | {entry['test']} | {entry['setting']} | {entry['n']} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

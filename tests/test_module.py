@@ -8,8 +8,8 @@ import torch
 from meit.config import DataConfig, EmbeddedLMConfig, ModelConfig, OptimConfig
 from meit.fusion.splice import IGNORE_INDEX
 from meit.llm import backbone as bb
-from meit.tasks.datamodule import PromptCollator
 from meit.tasks.base import linear_warmup_decay
+from meit.tasks.datamodule import PromptCollator
 from meit.tasks.fusion import FusionTask
 
 REPORTS = ["sinus rhythm. normal ecg.", "atrial fibrillation. left bundle branch block. st depression."]

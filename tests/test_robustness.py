@@ -13,6 +13,7 @@ import torch
 
 from meit.config import DataConfig
 from meit.data.cache import SignalCache
+from meit.data.dataset import ECGReportDataset
 from meit.data.noise import snr_db
 from meit.data.sources import open_source
 from meit.robustness import (
@@ -24,7 +25,6 @@ from meit.robustness import (
     plot_positions,
     transform_for,
 )
-from meit.data.dataset import ECGReportDataset
 from meit.runs.predict import EvalSplit
 
 TINY_FIT = [

@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from meit.config import EmbeddedLMConfig, ModelConfig, default_cache_dir
 from meit.fusion.backbone import lora_target_modules
+from meit.fusion.splice import IGNORE_INDEX
 from meit.util.atomic import write_json
 from meit.util.errors import RunFileError, UntrustedCodeError
 from meit.util.locks import build_folder
@@ -336,14 +337,14 @@ def pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, corpus:
 
 
 def _pad_batch(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded input ids, labels (-100 on padding) and attention mask."""
+    """Right-padded input ids, labels (`IGNORE_INDEX` on padding) and attention mask."""
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(input_ids)
     for i, r in enumerate(rows):
         input_ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
-    return input_ids, input_ids.masked_fill(mask == 0, -100), mask
+    return input_ids, input_ids.masked_fill(mask == 0, IGNORE_INDEX), mask
 
 
 # ------------------------------------------------------------------------------------------------------- SmolLM2

@@ -25,14 +25,12 @@ from meit.config import DataConfig, RunConfig
 from meit.data.cache import SignalCache
 from meit.data.dataset import ECGReportDataset, SignalTransform
 from meit.data.splits import split_records
-from meit.eval import evaluate_records
-from meit.eval.text import MeteorProcess
 from meit.runs.rundir import load_run, write_jsonl
 from meit.tasks.base import prediction_rows
-from meit.tasks.datamodule import cache_dir, open_dataset
+from meit.tasks.datamodule import cached_split, open_dataset
 from meit.tasks.images import page_renderer
 
-__all__ = ["EvalSplit", "LoadedRun", "Scorer", "SignalTransform", "dataset_config", "dataset_label", "generate",
+__all__ = ["EvalSplit", "LoadedRun", "SignalTransform", "dataset_config", "dataset_label", "generate",
            "load", "open_split", "write_predictions"]
 
 
@@ -125,11 +123,9 @@ def open_split(cfg: DataConfig, split: str = "test", limit: int | None = None, w
     records = split_records(source, seed=cfg.split_seed, method=cfg.split)[split]
     if not records:
         raise ValueError(f"the {split} split of {source.root} is empty")
-    cache = SignalCache.build(source, records, cfg.n_samples, cache_dir(cfg) / "signals", split=split,
-                              workers=workers, progress=False)
-    usable = set(cache.ids)
-    kept = [r for r in records if r.record_id in usable][:limit]
-    return EvalSplit(dataset_label(cfg), cfg, kept, cache, any(r.labels for r in source.records))
+    dataset = cached_split(source, records, cfg, split, workers=workers, progress=False)
+    return EvalSplit(dataset_label(cfg), cfg, dataset.records[:limit], dataset.cache,
+                     any(r.labels for r in source.records))
 
 
 def generate(run: LoadedRun, split: EvalSplit, transform: SignalTransform | None = None, seed: int = 0,
@@ -158,35 +154,3 @@ def generate(run: LoadedRun, split: EvalSplit, transform: SignalTransform | None
 def write_predictions(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """Writes rows as predictions.jsonl (one JSON object a line, atomically)."""
     write_jsonl(path, list(rows))
-
-
-class Scorer:
-    """`meit.eval.evaluate_records` with one METEOR process shared by many evaluations (its JVM starts once).
-
-    Args:
-        bertscore_model: BERTScore model (None: the offline MiniLM).
-        n_bootstrap: bootstrap resamples for the 95 % CIs.
-        seed: bootstrap seed.
-    """
-
-    def __init__(self, bertscore_model: str | None = None, n_bootstrap: int = 1000, seed: int = 0) -> None:
-        self.bertscore_model, self.n_bootstrap, self.seed = bertscore_model, n_bootstrap, seed
-        self._meteor: Any = None
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        if self._meteor is None:
-            self._meteor = MeteorProcess()
-        return evaluate_records(rows, bertscore_model=self.bertscore_model, n_bootstrap=self.n_bootstrap,
-                                seed=self.seed, meteor=self._meteor)
-
-    def close(self) -> None:
-        """Stops the METEOR process."""
-        if self._meteor is not None:
-            self._meteor.close()
-            self._meteor = None
-
-    def __enter__(self) -> Scorer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

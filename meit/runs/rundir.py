@@ -34,7 +34,7 @@ from meit.config import RunConfig, run_config_from_dict
 from meit.data.dataset import ECGReportDataset
 from meit.data.measure import measure_ecg, with_machine_measurements
 from meit.util.errors import RunFileError, UntrustedCodeError
-from meit.eval import evaluate_records
+from meit.eval import METRIC_KEYS, evaluate_records
 from meit.eval.grounding import check_report
 from meit.tasks.factory import build_task, make_task, needs_text_backbone
 
@@ -48,9 +48,7 @@ RUN_INFO = "run.json"
 RUNS_ROOT = Path("runs")
 RUN_DIR_ENV = "MEIT_RUN_DIR"
 """`PID:RUN_DIR` of the process that chose an automatic run directory; the DDP ranks it spawns read it."""
-TABLE_METRICS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_1", "rouge_2", "rouge_l", "cider_d",
-                 "bertscore_p", "bertscore_r", "bertscore_f1", "label_macro_f1", "label_ceiling_macro_f1",
-                 "label_hamming", "label_auc", "ce_micro_f1", "ce_macro_f1", "ce_precision", "ce_recall")
+
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -310,7 +308,7 @@ def report_markdown(metrics: dict[str, Any], rows: list[dict[str, Any]], cfg: Ru
              f"{info.get('trainable_parameters', 0):,} trainable parameters, {info.get('train_steps', 0)} steps.", "",
              f"## Test metrics (n = {metrics.get('n', len(rows))}, BERTScore model "
              f"`{metrics.get('bertscore_model', '-')}`)", "", "| metric | value | 95 % CI |", "|---|---:|---:|"]
-    for key in TABLE_METRICS:
+    for key in METRIC_KEYS:
         value = metrics.get(key)
         if isinstance(value, (int, float)):
             low_high = ci.get(key)

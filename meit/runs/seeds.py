@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from meit.util.atomic import write_json, write_text
-from meit.runs.rundir import METRICS, REPORT, TABLE_METRICS, new_run_dir
+from meit.eval import METRIC_KEYS
+from meit.runs.rundir import METRICS, REPORT, new_run_dir
 
 
 def split_seed_args(args: list[str]) -> tuple[list[int] | None, Path | None, list[str]]:
@@ -87,7 +88,7 @@ def aggregate(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
 def seeds_markdown(summary: dict[str, Any]) -> str:
     """The parent's report: one row per metric, mean ± sd and each seed's value."""
     seeds = summary["seeds"]
-    keys = [k for k in TABLE_METRICS if k in summary["mean"]]
+    keys = [k for k in METRIC_KEYS if k in summary["mean"]]
     keys += [k for k in summary["mean"] if k not in keys]
     lines = [f"# MEIT multi-seed run ({len(seeds)} seeds)", "",
              "Each seed is a normal run directory (`seed_N/`, with its own report.md and 95 % CIs); "

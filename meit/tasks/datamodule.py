@@ -52,6 +52,25 @@ def synthetic_root(cfg: DataConfig) -> Path:
     return build_folder(cache_dir(cfg) / "synthetic" / name, DONE_MARKER, build)
 
 
+def cached_split(source: Source, records: list[Any], cfg: DataConfig, split: str, workers: int | None = None,
+                 progress: bool = True) -> ECGReportDataset:
+    """The one split-and-cache step: a split's records with their signals cached (once) under the data cache.
+
+    Args:
+        source: the opened dataset.
+        records: the split's records (`meit.data.splits.split_records`).
+        cfg: the data config (length, cache folder).
+        split: the split's name (names the cache).
+        workers: processes filling the cache (default: 1 below `PARALLEL_CACHE_MIN` records, else up to 4).
+        progress: show the cache build's progress.
+    """
+    if workers is None:  # worker processes pay a start-up cost (spawn + imports) that only large splits earn back
+        workers = 1 if len(records) < PARALLEL_CACHE_MIN else min(4, os.cpu_count() or 1)
+    cache = SignalCache.build(source, records, cfg.n_samples, cache_dir(cfg) / "signals", split=split,
+                              workers=workers, progress=progress)
+    return ECGReportDataset(cache, records)
+
+
 def open_dataset(cfg: DataConfig) -> Source:
     """The configured dataset as a `Source` (synthetic data goes through the loader of its format)."""
     if cfg.dataset == "synthetic":
@@ -185,15 +204,8 @@ class MEITDataModule(L.LightningDataModule):
             return
         self.source = open_dataset(self.cfg)
         splits = split_records(self.source, seed=self.cfg.split_seed, method=self.cfg.split)
-        signals = cache_dir(self.cfg) / "signals"
         for name, records in splits.items():
-            dataset = None
-            if records:
-                # Worker processes pay a start-up cost (spawn + imports) that only large splits earn back.
-                workers = 1 if len(records) < PARALLEL_CACHE_MIN else min(4, os.cpu_count() or 1)
-                cache = SignalCache.build(self.source, records, self.cfg.n_samples, signals, split=name,
-                                          workers=workers)
-                dataset = ECGReportDataset(cache, records)
+            dataset = cached_split(self.source, records, self.cfg, name) if records else None
             if dataset is not None and len(dataset):
                 self.datasets[name] = dataset
             elif name == "val":
