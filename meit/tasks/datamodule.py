@@ -29,7 +29,9 @@ from meit.util.atomic import write_text
 from meit.util.errors import UserFacingError
 from meit.util.locks import build_folder
 
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
+"""Bumped whenever the generator writes other records or reports (v2: the LVH phrases), so a cache never serves
+the data of older code."""
 DONE_MARKER = ".meit-complete"
 PARALLEL_CACHE_MIN = 5000
 
