@@ -76,8 +76,7 @@ def build_llm(shape: BenchShape) -> nn.Module:
     """A randomly initialised Llama of the embedded default's shape, frozen, with LoRA (r, 2r, q..down)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from meit.config import ModelConfig
-    from meit.llm.backbone import apply_lora, freeze
+    from meit.llm.lora import LoRAConfig, apply_lora, freeze
 
     config = LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
                          num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
@@ -87,7 +86,7 @@ def build_llm(shape: BenchShape) -> nn.Module:
     model = LlamaForCausalLM(config)
     model.config._attn_implementation = "sdpa"
     freeze(model)
-    return apply_lora(model, ModelConfig(lora_r=shape.lora_r, lora_alpha=2 * shape.lora_r, lora_dropout=0.1))
+    return apply_lora(model, LoRAConfig(r=shape.lora_r, alpha=2 * shape.lora_r, dropout=0.1))
 
 
 def build_net(shape: BenchShape, fusion: str, ecg_tokens: int = 1) -> nn.Module:
@@ -420,13 +419,14 @@ def load_smollm2_lora() -> tuple[nn.Module, int]:
     """SmolLM2-135M as `--model.llm smollm2-135m` loads it (fp32, frozen, sdpa) with LoRA r=64, alpha 128, dropout
     0.1 on q,k,v,o,gate,up,down (peft), in train mode; and its vocabulary size."""
     from meit.config import ModelConfig
-    from meit.llm.backbone import SMOLLM2, apply_lora, load_backbone, resolve_backbone
+    from meit.llm.backbone import SMOLLM2, load_backbone, resolve_backbone
+    from meit.llm.lora import LoRAConfig, apply_lora
 
-    cfg = ModelConfig(llm=SMOLLM2, lora_r=64, lora_alpha=128, lora_dropout=0.1,
-                      lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    cfg = ModelConfig(llm=SMOLLM2, lora=LoRAConfig(r=64, alpha=128, dropout=0.1, targets=[
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
     backbone = load_backbone(resolve_backbone(cfg), cfg)
     torch.manual_seed(0)
-    return apply_lora(backbone.model, cfg).train(), int(backbone.model.config.vocab_size)
+    return apply_lora(backbone.model, cfg.lora).train(), int(backbone.model.config.vocab_size)
 
 
 def smollm2_suite(repeats: int, peak_gflops: float, tiny: bool = False) -> dict[str, Any]:

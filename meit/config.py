@@ -1,6 +1,6 @@
 """Typed configuration of a MEIT run: one dataclass per component, a docstring under each field.
 
-`python -m meit.fit` turns every field into a flag (`--model.lora_r 16`, `--data.dataset ptbxl`, ...) and
+`python -m meit.fit` turns every field into a flag (`--model.lora.r 16`, `--data.dataset ptbxl`, ...) and
 `configs/*.yaml` are saved command lines over the same fields. The defaults are the embedded CPU default:
 synthetic PTB-XL-format data at 100 Hz, a small Llama pre-trained on the training reports, MEIT prefix-KV fusion.
 """
@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from jsonargparse.typing import PositiveInt
 
+from meit.llm.lora import LoRAConfig
 from meit.llm.mllama import VisionLLMConfig
 
 MEIT_INSTRUCTION = "generate a description of the ECG embeddings:"
@@ -79,14 +80,8 @@ class ModelConfig:
     """Shape and pre-training of the `embedded` backbone (ignored for other backbones)."""
     cache_dir: str | None = None
     """Where built backbones are cached (default: `$MEIT_CACHE_DIR` or `~/.cache/meit`)."""
-    lora_r: int = 64
-    """LoRA rank (MEIT: 64)."""
-    lora_alpha: int = 128
-    """LoRA scaling numerator (MEIT: 128)."""
-    lora_dropout: float = 0.1
-    """Dropout on the LoRA input (MEIT: 0.1)."""
-    lora_targets: list[str] | None = None
-    """Module names LoRA adapts; default per model family (Llama/Mistral: q,k,v,o,gate,up,down projections)."""
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    """LoRA on the frozen backbone (`--model.lora.r`, `.alpha`, `.dropout`, `.targets`; MEIT: 64 / 128 / 0.1)."""
     encoder: str = "resnet_small_1d"
     """ECG encoder preset (see `meit.encoders`; MEIT's reference encoder is `resnet50_1d`, 2048-d)."""
     encoder_kwargs: dict[str, Any] = field(default_factory=lambda: {"n_tokens": 8})

@@ -17,6 +17,8 @@ from typing import Any
 from meit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TestConfig
 from meit.encoders.registry import ENCODERS
 from meit.fusion.registry import FUSIONS
+from meit.llm.lora import LoRAConfig
+from meit.llm.mllama import MLLAMA_TOWERS
 from meit.tasks.align import validate_recipe
 from meit.util.errors import UserFacingError
 
@@ -80,18 +82,23 @@ def _check_model(model: ModelConfig) -> None:
     if model.branch == "image" and model.image_model == "encoder" and kind not in ("image", None):
         raise UserFacingError("--model.encoder", f"--model.branch image needs an image encoder (cnn_small, vit_tiny, "
                                                  f"resnet18_2d, pretrained_vision); {model.encoder} reads {kind}s")
-    _check_lora(model)
+    _check_lora(model.lora, "--model.lora", "module names")
+    if model.branch == "image" and model.image_model == "mllama":
+        _check_lora(model.vision_llm.lora, "--model.vision_llm.lora", "towers")
+        unknown = sorted(set(model.vision_llm.lora.targets or ()) - set(MLLAMA_TOWERS))
+        if unknown:
+            raise UserFacingError("--model.vision_llm.lora.targets", f"unknown towers {unknown}; choose from "
+                                                                      f"{', '.join(MLLAMA_TOWERS)}")
     validate_recipe(model)
 
 
-def _check_lora(model: ModelConfig) -> None:
-    _require(_is_int(model.lora_r) and model.lora_r >= 1, "--model.lora_r", "an integer >= 1", model.lora_r)
-    _require(_positive(model.lora_alpha), "--model.lora_alpha", "a positive number", model.lora_alpha)
-    _require(_finite(model.lora_dropout) and 0 <= model.lora_dropout < 1, "--model.lora_dropout", "in [0, 1)",
-             model.lora_dropout)
-    targets = model.lora_targets
+def _check_lora(lora: LoRAConfig, flag: str, targets_are: str) -> None:
+    _require(_is_int(lora.r) and lora.r >= 1, f"{flag}.r", "an integer >= 1", lora.r)
+    _require(_positive(lora.alpha), f"{flag}.alpha", "a positive number", lora.alpha)
+    _require(_finite(lora.dropout) and 0 <= lora.dropout < 1, f"{flag}.dropout", "in [0, 1)", lora.dropout)
+    targets = lora.targets
     _require(targets is None or (bool(targets) and all(isinstance(t, str) and t for t in targets)),
-             "--model.lora_targets", "a non-empty list of module names (or null for the family's default)", targets)
+             f"{flag}.targets", f"a non-empty list of {targets_are} (or null for the default)", targets)
 
 
 # ---------------------------------------------------------------------------------------------------- the rest

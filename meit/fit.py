@@ -1,6 +1,6 @@
 """`python -m meit.fit`: train an ECG-to-report model, then test it, into one run directory.
 
-A LightningCLI (jsonargparse) without subcommands: every config field is a flag (`--model.lora_r 16`,
+A LightningCLI (jsonargparse) without subcommands: every config field is a flag (`--model.lora.r 16`,
 `--data.dataset ptbxl --data.root DIR`, `--trainer.max_epochs 3`, ...), `--config configs/X.yaml` loads a preset,
 `--print_config` prints the resolved configuration. The run directory (`--run_dir`, default `runs/<date-time>/`)
 is printed on the last line of the output. `--seeds 0 1 2` runs one seed per run directory RUN_DIR/seed_N and writes

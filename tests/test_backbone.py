@@ -14,6 +14,7 @@ from meit.config import EmbeddedLMConfig, ModelConfig
 from meit.encoders import build_encoder
 from meit.fusion.projector import Projector
 from meit.llm import backbone as bb
+from meit.llm.lora import LoRAConfig, apply_lora
 from meit.tasks.fusion import FusionTask
 
 CORPUS = [
@@ -28,7 +29,8 @@ TINY_LM = EmbeddedLMConfig(vocab_size=400, hidden_size=32, num_layers=2, num_hea
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory) -> tuple[ModelConfig, dict]:
-    cfg = ModelConfig(embedded=TINY_LM, cache_dir=str(tmp_path_factory.mktemp("cache")), lora_r=4, lora_alpha=8)
+    cfg = ModelConfig(embedded=TINY_LM, cache_dir=str(tmp_path_factory.mktemp("cache")),
+                      lora=LoRAConfig(r=4, alpha=8))
     return cfg, bb.resolve_backbone(cfg, corpus=CORPUS, extra_texts=["describe the ECG:"])
 
 
@@ -90,7 +92,7 @@ def test_trainable_parameter_count_is_lora_plus_encoder_plus_projector(embedded)
     cfg, ref = embedded
     module = FusionTask(cfg)
     module.build(bb.load_backbone(ref, cfg))
-    h, i, r = TINY_LM.hidden_size, TINY_LM.intermediate_size, cfg.lora_r
+    h, i, r = TINY_LM.hidden_size, TINY_LM.intermediate_size, cfg.lora.r
     kv = h // TINY_LM.num_heads * TINY_LM.num_kv_heads
     # LoRA on a Linear(n_in, n_out) adds A (r x n_in) and B (n_out x r).
     per_layer = r * ((h + h) + (h + kv) + (h + kv) + (h + h) + (h + i) + (h + i) + (i + h))
@@ -107,7 +109,7 @@ def test_trainable_parameter_count_is_lora_plus_encoder_plus_projector(embedded)
 
 def test_lora_targets_override(embedded):
     cfg, ref = embedded
-    model = bb.apply_lora(bb.load_backbone(ref, cfg).model, ModelConfig(lora_r=2, lora_targets=["q_proj"]))
+    model = apply_lora(bb.load_backbone(ref, cfg).model, LoRAConfig(r=2, targets=["q_proj"]))
     adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad}
     assert adapted == {"q_proj"}
 

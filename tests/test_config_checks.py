@@ -12,6 +12,8 @@ from meit.config_checks import check_run_config, factory_keywords, input_kind
 from meit.encoders import build_encoder, encoder_names
 from meit.encoders.registry import ENCODERS
 from meit.fusion.registry import FUSIONS
+from meit.llm.lora import LoRAConfig
+from meit.llm.mllama import VisionLLMConfig
 from meit.util.errors import UserFacingError
 
 
@@ -50,9 +52,13 @@ def test_every_fusion_declares_its_keywords(name):
     ({"image_model": "mllama"}, "--model.image_model", "add --model.branch image"),
     ({"encoder": "vit_tiny"}, "--model.encoder", "vit_tiny reads images"),
     ({"branch": "image", "encoder": "resnet18_1d"}, "--model.encoder", "needs an image encoder"),
-    ({"lora_r": 0}, "--model.lora_r", "integer >= 1"),
-    ({"lora_dropout": 1.0}, "--model.lora_dropout", r"in \[0, 1\)"),
-    ({"lora_targets": []}, "--model.lora_targets", "non-empty list"),
+    ({"lora": LoRAConfig(r=0)}, "--model.lora.r", "integer >= 1"),
+    ({"lora": LoRAConfig(dropout=1.0)}, "--model.lora.dropout", r"in \[0, 1\)"),
+    ({"lora": LoRAConfig(targets=[])}, "--model.lora.targets", "non-empty list"),
+    ({"branch": "image", "image_model": "mllama", "vision_llm": VisionLLMConfig(lora=LoRAConfig(r=0))},
+     "--model.vision_llm.lora.r", "integer >= 1"),
+    ({"branch": "image", "image_model": "mllama", "vision_llm": VisionLLMConfig(lora=LoRAConfig(targets=["text"]))},
+     "--model.vision_llm.lora.targets", "unknown towers"),
     ({"recipe": "meit", "aux_label_loss_weight": 0.5}, "--model.aux_label_loss_weight", ""),
 ])
 def test_bad_model_settings_name_their_flag(model, flag, match):

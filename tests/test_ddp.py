@@ -61,7 +61,7 @@ def test_ddp_two_cpu_ranks_see_different_records_and_weights_load(tmp_path):
 
     os.environ["MEIT_CACHE_DIR"] = str(tmp_path / "cache")
     module, tokenizer, cfg = load_run(run_dir)
-    assert cfg.model.lora_r == 2 and module.count_trainable() > 0
+    assert cfg.model.lora.r == 2 and module.count_trainable() > 0
     item = {"id": "x", "ecg": torch.randn(12, cfg.data.n_samples), "report": "", "labels": []}
     reports = module.generate_reports(module.collator(cfg.data, generate=True)([item]))
     assert len(reports) == 1 and isinstance(reports[0], str)

@@ -36,7 +36,7 @@ def finished_run(run_dir, config):
 
 
 def test_a_finished_run_of_the_same_settings_is_reused(tmp_path, capsys):
-    finished_run(tmp_path / "run", {"seed_everything": 0, "model": {"recipe": "meit", "lora_r": 4},
+    finished_run(tmp_path / "run", {"seed_everything": 0, "model": {"recipe": "meit", "lora": {"r": 4}},
                                     "optim": {"betas": [0.9, 0.999]}})
     assert not train_or_reuse(tmp_path / "run", {"model": {"recipe": "meit"}, "optim": {"betas": (0.9, 0.999)},
                                                  "seed_everything": 0}, "compare")

@@ -30,7 +30,7 @@ def tiny_setup_args(cache: Path) -> list[str]:
         "--data.batch_size", "8", "--data.eval_batch_size", "8", "--data.max_length", "24",
         "--model.embedded.hidden_size", "32", "--model.embedded.num_layers", "2", "--model.embedded.num_heads", "4",
         "--model.embedded.num_kv_heads", "2", "--model.embedded.intermediate_size", "64",
-        "--model.embedded.pretrain_steps", "3", "--model.lora_r", "4",
+        "--model.embedded.pretrain_steps", "3", "--model.lora.r", "4",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--test.n_bootstrap", "10", "--test.metrics", "[bleu,labels]",
     ]
@@ -55,8 +55,8 @@ def print_config(capsys, *args: str) -> dict:
 def test_print_config_lists_every_group(capsys):
     config = print_config(capsys)
     assert {"trainer", "model", "data", "optim", "test", "run_dir", "ckpt_path", "seed_everything"} <= set(config)
-    assert config["model"]["llm"] == "embedded" and config["model"]["lora_r"] == 64
-    assert config["model"]["lora_alpha"] == 128 and config["model"]["lora_dropout"] == 0.1
+    assert config["model"]["llm"] == "embedded" and config["model"]["lora"]["r"] == 64
+    assert config["model"]["lora"]["alpha"] == 128 and config["model"]["lora"]["dropout"] == 0.1
     assert config["data"]["dataset"] == "synthetic" and config["data"]["sampling_rate"] == 100
     assert config["optim"]["warmup_ratio"] == 0.03 and "hidden_size" in config["model"]["embedded"]
 
@@ -72,9 +72,9 @@ def test_help_documents_the_flags(capsys):
 
 
 def test_flags_override_defaults(capsys):
-    config = print_config(capsys, "--model.lora_r", "8", "--data.dataset", "ptbxl", "--data.root", "/data/ptb-xl",
+    config = print_config(capsys, "--model.lora.r", "8", "--data.dataset", "ptbxl", "--data.root", "/data/ptb-xl",
                           "--model.ecg_input", "zero")
-    assert (config["model"]["lora_r"], config["model"]["ecg_input"]) == (8, "zero")
+    assert (config["model"]["lora"]["r"], config["model"]["ecg_input"]) == (8, "zero")
     assert (config["data"]["dataset"], config["data"]["root"]) == ("ptbxl", "/data/ptb-xl")
 
 
@@ -94,7 +94,7 @@ def test_paper_presets_follow_meit(capsys):
         assert (config["data"]["sampling_rate"], config["data"]["n_samples"]) == (500, 5000)
         assert (config["optim"]["lr"], config["data"]["batch_size"], config["data"]["max_length"]) == (2e-5, 64, 128)
         assert (config["trainer"]["max_epochs"], config["trainer"]["precision"]) == (5, "bf16-mixed")
-        assert (config["model"]["lora_r"], config["model"]["lora_alpha"]) == (64, 128)
+        assert (config["model"]["lora"]["r"], config["model"]["lora"]["alpha"]) == (64, 128)
         assert config["model"]["encoder_kwargs"] == {"n_tokens": 1}  # one globally pooled ECG token
         assert config["model"]["encoder"] == "resnet50_1d"  # MEIT's code: 1-D ResNet-50, 2048-d
         assert config["model"]["fusion_kwargs"] == {"projector": "meit", "normalize": True, "projector_mid_dim": 2048}
@@ -140,7 +140,7 @@ def test_fit_writes_a_complete_run_directory(tiny_run):
     info = json.loads((run_dir / "run.json").read_text())
     assert info["train_steps"] == 3 and info["backbone"]["llm"] == "embedded"
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert saved["run_dir"] == str(run_dir) and saved["model"]["lora_r"] == 4
+    assert saved["run_dir"] == str(run_dir) and saved["model"]["lora"]["r"] == 4
     assert "| bleu_4 |" in (run_dir / "report.md").read_text()
 
 

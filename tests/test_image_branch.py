@@ -38,7 +38,7 @@ def tiny_image_args(cache: Path, run_dir: Path, *extra: str) -> list[str]:
 def test_new_fields_default_to_the_signal_branch(capsys):
     config = print_config(capsys)
     assert (config["model"]["branch"], config["model"]["image_model"]) == ("signal", "encoder")
-    assert config["optim"]["schedule"] == "linear" and config["model"]["vision_llm"]["lora_dropout"] == 0.05
+    assert config["optim"]["schedule"] == "linear" and config["model"]["vision_llm"]["lora"]["dropout"] == 0.05
     assert config["data"]["image_size"] == [224, 288] and config["data"]["render"] == {"dpi": 50}
 
 
@@ -168,7 +168,7 @@ def tiny_mllama_args(cache: Path, run_dir: Path, model: str, *extra: str) -> lis
     """`tiny_image_args` for `--model.image_model mllama` (`model`: tiny, a folder or a hub id), 4 test records."""
     return tiny_image_args(
         cache, run_dir, "--model.image_model", "mllama", "--model.vision_llm.model", model,
-        "--model.vision_llm.lora_r", "4", "--model.vision_llm.max_report_tokens", "16",
+        "--model.vision_llm.lora.r", "4", "--model.vision_llm.max_report_tokens", "16",
         "--model.vision_llm.tiny", '{"image_size": 56, "patch_size": 14, "max_num_tiles": 2, '
         '"vision_hidden_size": 32, "vision_layers": 1, "vision_global_layers": 1, "vision_heads": 2, '
         '"cross_attention_layers": [1]}',

@@ -8,6 +8,7 @@ import torch
 from meit.config import DataConfig, EmbeddedLMConfig, ModelConfig, OptimConfig
 from meit.fusion.splice import IGNORE_INDEX
 from meit.llm import backbone as bb
+from meit.llm.lora import LoRAConfig
 from meit.tasks.base import linear_warmup_decay
 from meit.tasks.datamodule import PromptCollator
 from meit.tasks.fusion import FusionTask
@@ -21,8 +22,8 @@ DATA = DataConfig(max_length=24)
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[ModelConfig, dict]:
-    cfg = ModelConfig(embedded=TINY_LM, cache_dir=str(tmp_path_factory.mktemp("cache")), lora_r=8, lora_alpha=16,
-                      lora_dropout=0.0, encoder_kwargs={"widths": [8, 8, 16, 16]})
+    cfg = ModelConfig(embedded=TINY_LM, cache_dir=str(tmp_path_factory.mktemp("cache")),
+                      lora=LoRAConfig(r=8, alpha=16, dropout=0.0), encoder_kwargs={"widths": [8, 8, 16, 16]})
     prompts = [DATA.prompt_template.format(instruction=i) for i in (DATA.instruction, *DATA.paraphrases)]
     return cfg, bb.resolve_backbone(cfg, corpus=REPORTS * 4, extra_texts=prompts)
 

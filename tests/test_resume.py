@@ -31,7 +31,7 @@ def test_a_killed_and_resumed_run_is_the_uninterrupted_run(tmp_path):
         checkpoints = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
                        f"--trainer.callbacks.dirpath={run_dir / 'checkpoints'}", "--trainer.callbacks.save_last=true",
                        "--trainer.callbacks.save_top_k=0", "--trainer.callbacks.every_n_train_steps=3"]
-        return tiny_args(cache, run_dir, "--trainer.max_steps", "8", "--model.lora_dropout", "0.3",
+        return tiny_args(cache, run_dir, "--trainer.max_steps", "8", "--model.lora.dropout", "0.3",
                          *checkpoints, *extra)
 
     _fit(args(tmp_path / "a"))

@@ -135,7 +135,7 @@ CORRUPTIONS = {
     (CONFIG, b""): "config.yaml: empty (0 bytes)",
     (CONFIG, b"model: [unclosed\n"): "config.yaml: not valid YAML at line 2",
     (CONFIG, b"- a list\n"): "config.yaml: not a `meit.fit` configuration",
-    (CONFIG, b"model:\n  lora_r: many\n"): "config.yaml: not a `meit.fit` configuration",
+    (CONFIG, b"model:\n  lora:\n    r: many\n"): "config.yaml: not a `meit.fit` configuration",
     (BACKBONE, b""): "backbone.json: empty (0 bytes)",
     (BACKBONE, b'{"llm": "embedded", "path": '): "backbone.json: not valid JSON at line 1 column 29",
     (BACKBONE, b"[1, 2]"): "backbone.json: not a backbone reference",

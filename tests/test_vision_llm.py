@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM, MllamaForConditionalGe
 from meit.config import EmbeddedLMConfig
 from meit.data.render import RenderConfig, example_signal, render
 from meit.llm.backbone import init_llama, pretrain, train_tokenizer
+from meit.llm.lora import LoRAConfig
 from meit.llm.mllama import (
     IGNORE_INDEX,
     IMAGE_TOKEN,
@@ -36,7 +37,7 @@ CORPUS = ["sinus rhythm. normal ecg.", "atrial fibrillation with rapid ventricul
 INSTRUCTION = "describe the ecg image:"
 SPEC = TinyMllamaSpec(image_size=56, patch_size=14, vision_hidden_size=32, vision_heads=2,
                       cross_attention_layers=[1, 3], gate_init=0.5)
-LORA = VisionLLMConfig(lora_r=4, lora_alpha=8, lora_dropout=0.0)
+LORA = VisionLLMConfig(lora=LoRAConfig(r=4, alpha=8, dropout=0.0))
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +137,7 @@ def test_bad_tiny_layouts_rejected(llama_dir: Path) -> None:
 
 
 def test_tiny_model_is_cached_once(llama_dir: Path, tmp_path: Path) -> None:
-    cfg = VisionLLMConfig(lora_r=2, lora_alpha=4, tiny=SPEC)
+    cfg = VisionLLMConfig(lora=LoRAConfig(r=2, alpha=4), tiny=SPEC)
     first = load_report_model(cfg, llama_dir, tmp_path)
     folders = sorted(p for p in tmp_path.iterdir() if p.is_dir())  # beside it: its build's .lock file
     second = load_report_model(cfg, llama_dir, tmp_path)
@@ -163,7 +164,7 @@ def expected_lora_parameters(base: nn.Module, r: int, towers: tuple[str, ...]) -
 def test_trainable_parameter_count(tiny_dir: Path, towers: tuple[str, ...]) -> None:
     base = MllamaForConditionalGeneration.from_pretrained(tiny_dir)
     expected = expected_lora_parameters(base, 4, towers)
-    model = load(tiny_dir, VisionLLMConfig(lora_r=4, lora_alpha=8, lora_towers=list(towers)))
+    model = load(tiny_dir, VisionLLMConfig(lora=LoRAConfig(r=4, alpha=8, targets=list(towers))))
     assert model.count_trainable() == expected
     trainable = [n for n, p in model.model.named_parameters() if p.requires_grad]
     assert all("lora_" in n for n in trainable)
@@ -266,7 +267,7 @@ def test_forward_backward_trains_the_adapters(tiny_dir: Path, images: list[np.nd
 
 @pytest.mark.slow
 def test_learns_which_image_has_which_report(pretrained_tiny_dir: Path, images: list[np.ndarray]) -> None:
-    model = load(pretrained_tiny_dir, VisionLLMConfig(lora_r=8, lora_alpha=16, lora_dropout=0.0)).train()
+    model = load(pretrained_tiny_dir, VisionLLMConfig(lora=LoRAConfig(r=8, alpha=16, dropout=0.0))).train()
     reports = ["sinus rhythm. normal ecg.", "atrial fibrillation with rapid ventricular response."]
     batch = model.encode(images, INSTRUCTION, reports)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
@@ -299,7 +300,7 @@ def test_saved_adapter_reloads_to_identical_generations(tiny_dir: Path, images: 
     before, logits = model.generate(batch, max_new_tokens=8), model.eval().logits(batch)
     model.save_adapter(tmp_path / "adapter")
     reloaded = MllamaReportModel.from_pretrained(tiny_dir, adapter=tmp_path / "adapter").eval()
-    base = load(tiny_dir, VisionLLMConfig(lora_r=0)).eval()
+    base = load(tiny_dir, VisionLLMConfig(lora=LoRAConfig(r=0))).eval()
     with torch.no_grad():
         assert torch.allclose(reloaded.logits(batch), logits, atol=1e-5)
         assert not torch.allclose(base.logits(batch), logits, atol=1e-3)  # the adapter matters
@@ -334,8 +335,8 @@ def test_preset_matches_the_paper() -> None:
     parser.add_class_arguments(VisionLLMConfig, "vision_llm")
     cfg = parser.instantiate(parser.parse_object({"vision_llm": preset["model"]["vision_llm"]})).vision_llm
     assert cfg.model == LLAMA32_VISION
-    assert (cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (64, 128, 0.05)
-    assert tuple(cfg.lora_towers) == MLLAMA_TOWERS
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (64, 128, 0.05)
+    assert tuple(cfg.lora.targets) == MLLAMA_TOWERS
     assert preset["model"]["branch"] == "image" and preset["model"]["image_model"] == "mllama"
     assert preset["model"]["gradient_checkpointing"] is True
     assert preset["model"]["attn_implementation"] == "sdpa"

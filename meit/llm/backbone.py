@@ -1,4 +1,5 @@
-"""The frozen language model: resolution by name/path/hub id, the embedded default, SmolLM2 from GGUF, LoRA.
+"""The frozen language model: resolution by name/path/hub id, the embedded default, SmolLM2 from GGUF (LoRA:
+`meit.llm.lora`).
 
 Every backbone ends in the same code path, `AutoModelForCausalLM.from_pretrained(folder_or_hub_id)` and
 `AutoTokenizer.from_pretrained(...)`: the embedded default and SmolLM2 are first written to a cache folder
@@ -19,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
 from meit.config import EmbeddedLMConfig, ModelConfig, default_cache_dir
-from meit.fusion.backbone import lora_target_modules
 from meit.fusion.splice import IGNORE_INDEX
+from meit.llm.lora import freeze
 from meit.util.atomic import write_json
 from meit.util.errors import RunFileError, UntrustedCodeError
 from meit.util.locks import build_folder
@@ -209,34 +209,6 @@ def ensure_pad_token(tokenizer: Any, model: PreTrainedModel) -> None:
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.generation_config, "pad_token_id", None) is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-
-
-def freeze(model: nn.Module) -> None:
-    """Freezes every parameter of `model` (LoRA adapters added later are trainable)."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-
-
-def apply_lora(model: PreTrainedModel, cfg: ModelConfig) -> PreTrainedModel:
-    """Injects trainable LoRA adapters into a frozen model, in place (the model keeps its class).
-
-    Args:
-        model: a frozen Hugging Face causal LM.
-        cfg: r, alpha, dropout and targets (default: the family's attention and MLP projections).
-
-    Returns:
-        The same model; only the `lora_` parameters require gradients.
-    """
-    from peft import LoraConfig, inject_adapter_in_model
-
-    if cfg.lora_r <= 0:
-        return model
-    targets = list(cfg.lora_targets) if cfg.lora_targets else lora_target_modules(model)
-    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets)
-    model = inject_adapter_in_model(config, model)
-    for name, p in model.named_parameters():
-        p.requires_grad_("lora_" in name)
-    return model
 
 
 # ----------------------------------------------------------------------------------------------- embedded default

@@ -39,6 +39,7 @@ from transformers import (
 )
 
 from meit.fusion.splice import IGNORE_INDEX
+from meit.llm.lora import LoRAConfig
 from meit.util.atomic import write_json
 from meit.util.locks import build_folder
 
@@ -55,7 +56,7 @@ IMAGE_TOKEN = "<|image|>"
 MLLAMA_TOWERS = ("language_model", "multi_modal_projector", "vision_model")
 """The parts of `MllamaForConditionalGeneration.model` that LoRA can adapt (`lm_head` never is)."""
 TEXT_TOWERS = ("language_model",)
-"""`lora_towers` for LoRA on the text model only (self- and cross-attention layers)."""
+"""`lora.targets` for LoRA on the text model only (self- and cross-attention layers)."""
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 TINY_CHAT_TEMPLATE = (
@@ -108,15 +109,10 @@ class VisionLLMConfig:
 
     model: str = TINY
     """`tiny` (built on the text backbone, for CPUs) or a Mllama folder or hub id (`meta-llama/Llama-3.2-11B-...`)."""
-    lora_r: int = 64
-    """LoRA rank (paper: 64)."""
-    lora_alpha: int = 128
-    """LoRA scaling numerator (paper: 128)."""
-    lora_dropout: float = 0.05
-    """Dropout on the LoRA input (paper: 0.05)."""
-    lora_towers: list[str] = field(default_factory=lambda: list(MLLAMA_TOWERS))
-    """Parts whose linear layers get LoRA: `language_model`, `multi_modal_projector`, `vision_model` (paper: all
-    three, i.e. every linear layer except `lm_head`); `[language_model]` adapts the text side only."""
+    lora: LoRAConfig = field(default_factory=lambda: LoRAConfig(r=64, alpha=128, dropout=0.05))
+    """LoRA (paper: r 64, alpha 128, dropout 0.05); `targets` are towers whose linear layers get adapters, of
+    `language_model`, `multi_modal_projector`, `vision_model` (default: all three, i.e. every linear layer except
+    `lm_head`, as the paper); `[language_model]` adapts the text side only."""
     max_report_tokens: int = 128
     """Longest training report in tokens (truncated beyond, then the end-of-turn token)."""
     tiny: TinyMllamaSpec = field(default_factory=TinyMllamaSpec)
@@ -288,17 +284,18 @@ def lora_target_regex(model: nn.Module, towers: Sequence[str] = MLLAMA_TOWERS) -
     return rf"^(?:{'|'.join(parts)})$"
 
 
-def apply_mllama_lora(model: MllamaForConditionalGeneration, r: int = 64, alpha: int = 128, dropout: float = 0.05,
-                      towers: Sequence[str] = MLLAMA_TOWERS) -> nn.Module:
-    """Wraps a Mllama in a peft `PeftModel` with LoRA on the linear layers of `towers`; the rest is frozen.
+def apply_mllama_lora(model: MllamaForConditionalGeneration, cfg: LoRAConfig) -> nn.Module:
+    """Wraps a Mllama in a peft `PeftModel` with LoRA on the linear layers of the towers `cfg.targets` (default:
+    all); the rest is frozen.
 
     Returns:
         The `PeftModel` (its `save_pretrained` writes the adapter only).
     """
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=lora_target_regex(model, towers),
-                        bias="none")
+    towers = cfg.targets or MLLAMA_TOWERS
+    config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                        target_modules=lora_target_regex(model, towers), bias="none")
     return get_peft_model(model, config)
 
 
@@ -355,7 +352,7 @@ class MllamaReportModel(nn.Module):
 
         Args:
             path: a Mllama checkpoint folder or hub id (`meta-llama/Llama-3.2-11B-Vision-Instruct`, a tiny folder).
-            cfg: LoRA settings and report length (default `VisionLLMConfig()`); `lora_r <= 0` leaves no adapter.
+            cfg: LoRA settings and report length (default `VisionLLMConfig()`); `lora.r <= 0` leaves no adapter.
             adapter: a folder written by `save_adapter`; loaded (trainable) instead of fresh LoRA weights.
             device_type: "cuda" loads bf16 weights, anything else fp32 (bf16 matmuls crawl on CPUs).
             gradient_checkpointing: recompute activations in the backward pass.
@@ -375,8 +372,8 @@ class MllamaReportModel(nn.Module):
             from peft import PeftModel
 
             model: nn.Module = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
-        elif cfg.lora_r > 0:
-            model = apply_mllama_lora(base, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_towers)
+        elif cfg.lora.r > 0:
+            model = apply_mllama_lora(base, cfg.lora)
         else:
             model = base
         return cls(model, processor, cfg.max_report_tokens)
@@ -563,7 +560,7 @@ class MllamaReportModel(nn.Module):
             TypeError: the model carries no peft adapter.
         """
         if not hasattr(self.model, "peft_config"):
-            raise TypeError("this model has no LoRA adapter to save (lora_r <= 0)")
+            raise TypeError("this model has no LoRA adapter to save (lora.r <= 0)")
         self.model.save_pretrained(str(folder))
         return Path(folder)
 

@@ -16,7 +16,8 @@ from torch import nn
 from meit.config import DataConfig, ModelConfig, OptimConfig
 from meit.encoders import build_encoder
 from meit.fusion import build_fusion
-from meit.llm.backbone import Backbone, apply_lora
+from meit.llm.backbone import Backbone
+from meit.llm.lora import apply_lora
 from meit.tasks.align import label_targets, record_labels
 from meit.tasks.base import ReportTask
 from meit.tasks.datamodule import PromptCollator
@@ -48,7 +49,7 @@ class FusionTask(ReportTask):
     def build(self, backbone: Backbone, device_type: str = "cpu") -> None:
         """Adds LoRA to the frozen backbone and wraps it with the encoder and the fusion."""
         cfg = self.model_cfg
-        llm = apply_lora(backbone.model, cfg)
+        llm = apply_lora(backbone.model, cfg.lora)
         encoder = build_encoder(cfg.encoder, **cfg.encoder_kwargs)
         self.net = build_fusion(cfg.fusion, llm, encoder, ecg_input=cfg.ecg_input, **cfg.fusion_kwargs)
         self.net.train()  # from_pretrained returns the backbone in eval mode; LoRA dropout must be active in training
