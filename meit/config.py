@@ -235,12 +235,35 @@ def add_config_groups(parser: Any) -> None:
         parser.add_class_arguments(cls, key, help=cls.__doc__)
 
 
+LEGACY_LORA_KEYS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_targets": "targets",
+                    "lora_towers": "targets"}
+"""The flat LoRA keys of config.yaml files written before `LoRAConfig` (`model.lora_r` is now `model.lora.r`)."""
+
+
+def upgrade_saved_config(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with its older flat LoRA keys moved into the `lora` groups (a copy; others unchanged)."""
+    model = values.get("model")
+    if not isinstance(model, dict):
+        return values
+    model = dict(model)
+    if isinstance(model.get("vision_llm"), dict):
+        model["vision_llm"] = dict(model["vision_llm"])
+    for group in (model, model.get("vision_llm")):
+        if isinstance(group, dict) and any(key in group for key in LEGACY_LORA_KEYS):
+            lora = dict(group.get("lora") or {})
+            lora.update({new: group.pop(old) for old, new in LEGACY_LORA_KEYS.items() if old in group})
+            group["lora"] = lora
+    return {**values, "model": model}
+
+
 def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
-    """Builds a `RunConfig` from a saved `config.yaml` (other keys, e.g. `trainer`, are ignored)."""
+    """Builds a `RunConfig` from a saved `config.yaml` (other keys, e.g. `trainer`, are ignored; older flat LoRA
+    keys are read as `upgrade_saved_config` moves them)."""
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
     add_config_groups(parser)
+    values = upgrade_saved_config(values)
     namespace = parser.parse_object({k: v for k, v in values.items() if k in CONFIG_GROUPS})
     init = parser.instantiate(namespace)
     return RunConfig(**{k: init[k] for k in CONFIG_GROUPS})

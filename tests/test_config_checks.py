@@ -127,3 +127,14 @@ def test_every_shipped_fit_config_passes_the_checks(config, tmp_path):
     cli = MEITCLI(["--config", str(config), "--run_dir", str(tmp_path / "run"), *cpu])
     assert cli.run_config == check_run_config(cli.run_config)[0]
     assert not any(tmp_path.iterdir())  # parsing and checking write nothing
+
+
+def test_a_config_saved_before_the_lora_group_still_loads():
+    from meit.config import run_config_from_dict
+
+    saved = {"model": {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.2,
+                       "vision_llm": {"lora_r": 4, "lora_towers": ["language_model"]}}}
+    cfg = run_config_from_dict(saved)
+    assert (cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.dropout) == (8, 16, 0.2)
+    assert (cfg.model.vision_llm.lora.r, cfg.model.vision_llm.lora.targets) == (4, ["language_model"])
+    assert saved["model"]["lora_r"] == 8 and "lora" not in saved["model"]  # the caller's dict is left as it was
