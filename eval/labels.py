@@ -36,6 +36,8 @@ _HEDGES = re.compile(
     r"can ?not (?:be )?(?:rule[ds]? out|excluded?)|can't rule out|not (?:be )?excluded|"
     r"nicht (?:sicher )?auszuschliessen|nicht ausgeschlossen|kan ej uteslutas"
 )
+# "no definite evidence to suggest recent ischaemia" puts its "no" beyond the negation window
+_NO_EVIDENCE = re.compile(r"\bno (?:definite |ecg |clear )*evidence (?:to suggest|of|for)\b")
 _NEG_BEFORE = re.compile(r"\b(?:no|not|without|absent|absence of|negative for|free of|kein\w*|nicht|ohne|denies)\b")
 _NEG_AFTER = re.compile(
     r"^\W*(?:is |are |was |were )?(?:absent|not (?:present|seen)|no longer (?:present|seen)|resolved|nicht mehr)\b"
@@ -92,6 +94,7 @@ def normalise(text: str) -> str:
     """
     t = _ARTEFACTS.sub(" ", text.lower().translate(_FOLD))
     t = _ABBREV.sub(lambda m: ABBREVIATIONS[m.group(0)], t)
+    t = _NO_EVIDENCE.sub("no", t)
     return _HEDGES.sub("possible", t.replace("\t", "  "))
 
 

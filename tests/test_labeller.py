@@ -109,6 +109,9 @@ def test_german(text, codes):
         ("sinusrhythmus keine vorhofsueberlastung rechts", {"SR"}),
         ("sinusrhythmus kein innenschichtschaden", {"SR"}),
         ("sinusrhythmus kein beschleunigter av-rhythmus", {"SR"}),
+        # the machine's "regelmässiger rhythmus" is PTB-XL's sinus rhythm, an irregular one is not
+        ("regelmäßiger rhythmus lagetyp normal", {"SR"}),
+        ("ventrikuläre extrasystole(n) unregelmässiger rhythmus", {"PVC"}),
     ],
 )
 def test_german_phrase_classes(text, codes):
@@ -134,6 +137,17 @@ def test_german_phrase_classes(text, codes):
         ("sinus rhythm. inferior infarct. lateral infarct.", {"SR", "ILMI"}),
         # runs of spaces in written sentences are line wraps, not statement breaks
         ("sinus rhythm. q waves consistent with old inferior    myocardial infarction.", {"SR", "QWAVE", "IMI"}),
+        # the predicate "st segments are elevated" is no STE_ in PTB-XL; "depressed and t waves inverted" is STD_ alone
+        ("sinus rhythm. st segments are elevated in v1,2.", {"SR"}),
+        ("sinus rhythm. st segments are depressed and t waves inverted in i, avl, v5,6.", {"SR", "STD_"}),
+        ("sinus rhythm. st segments are elevated and t waves inverted in v2-5.", {"SR"}),
+        ("sinus rhythm. t waves inverted in v5,6.", {"SR", "INVT"}),
+        # "myocardial ischaemia" without a wall is NDT, with one the wall's ischaemia code
+        ("atrial fibrillation. st segments are depressed in i, v5,6. non-specific but consistent with myocardial"
+         " ischaemia.", {"AFIB", "STD_", "NDT"}),
+        ("sinus rhythm. findings may be due to lateral myocardial ischaemia.", {"SR", "ISCLA"}),
+        # advice is no finding
+        ("sinus rhythm. t waves are low in i, avl. suggest exclude hypokalaemia.", {"SR", "LOWT", "NDT"}),
     ],
 )
 def test_english_predicates_and_locations(text, codes):
@@ -155,6 +169,8 @@ def test_english_predicates_and_locations(text, codes):
         ("sinusrytm supraventrikulär(a) extrasystoli(er) eljest normalt ekg", {"SR", "NORM"}),
         ("sinusrytm extrem vänster el-axel", {"SR", "LAFB"}),
         ("sinusrytm ospecifik st-förändring", {"SR", "NST_"}),
+        ("regelbunden rytm vänster el-axel", {"SR"}),
+        ("oregelbunden rytm vänster el-axel", set()),
     ],
 )
 def test_swedish(text, codes):
@@ -176,6 +192,7 @@ def test_swedish(text, codes):
         ("Sinus rhythm. Nonspecific ST and T wave abnormality", {"SR", "NST_"}),
         ("Sinus tachycardia. Inferior/lateral ST-T changes may be due to ischemia", {"STACH", "NST_", "ISCIL"}),
         ("Sinus rhythm. Left ventricular hypertrophy. Septal infarct - age undetermined", {"SR", "LVH", "ASMI"}),
+        ("Sinus rhythm. ST elevation", {"SR", "STE_"}),
     ],
 )
 def test_mimic_statements(text, codes):
@@ -192,6 +209,8 @@ def test_mimic_statements(text, codes):
         ("sinus rhythm. anterior infarct cannot be excluded.", {"SR": 100.0, "ASMI": 50.0}),
         ("sinus rhythm. no st elevation.", {"SR": 100.0}),
         ("keine st-hebung", {}),
+        ("sinus rhythm. no definite evidence to suggest recent ischaemia.", {"SR": 100.0}),
+        ("sinus rhythm. no ecg evidence of ischaemia.", {"SR": 100.0}),
         ("sinusrytm lateral myokardskada kan ej uteslutas", {"SR": 100.0, "LMI": 50.0}),
     ],
 )
