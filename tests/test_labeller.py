@@ -99,6 +99,9 @@ def test_german(text, codes):
         ("sinusrhythmus st & t abnorm, wahrscheinlich    hochlaterale ischaemie oder linksbelastung", {"SR"}),
         ("sinusrhythmus st & t abnorm, wahrscheinlich    inferiore ischaemie oder linksbelastung", {"SR", "ISCIN"}),
         ("sinusrhythmus st & t abnormal, wahrscheinlich    ischaemie oder linksbelastung", {"SR", "ISC_"}),
+        # the anterior wall is ISCAS, as an anterior infarct is ASMI
+        ("sinustachykardie st & t abnormal, wahrscheinlich    anteriore ischämie oder linksbelastung",
+         {"STACH", "ISCAS"}),
         # subendocardial damage ("innenschichtschaden") is ischaemia; atrial overload written out
         ("tachykardes vorhofflimmern st abnormal, möglicherweise    anteriorer innenschichtsschaden", {"AFIB", "ISC_"}),
         ("sinusrhythmus a-v block i lagetyp normal vorhofsüberlastung rechts pathologisch", {"SR", "1AVB", "RAO/RAE"}),
@@ -163,7 +166,11 @@ def test_english_predicates_and_locations(text, codes):
         ("sinusrytm vänster el-axel eljest normalt ekg", {"SR", "NORM"}),
         ("sinusrytm vänstersidigt skänkelblock", {"SR", "CLBBB"}),
         ("sinusrytm inkomplett högersidigt skänkelblock", {"SR", "IRBBB"}),
-        ("sinusbradykardi vänster kammarhypertrofi", {"SBRAD", "LVH"}),
+        # PTB-XL's Swedish rows carry no rate code
+        ("sinusbradykardi vänster kammarhypertrofi", {"LVH"}),
+        ("sinustachykardi ventrikulära extraslag vänster el-axel", {"PVC"}),
+        ("sinusrytm vänster el-axel ospecifikt skänkelblock", {"SR", "IVCD"}),
+        ("sinusrytm vänster el-axel intraventrikulärt retledningshinder", {"SR", "IVCD"}),
         ("sinusrytm avvikande qrs(t) förlopp inferior infarkt ålder ej bestämmbar", {"SR", "IMI"}),
         ("sinusrytm ventrikulär(a) extrasystoli(er) vänster el-axel", {"SR", "PVC"}),
         ("sinusrytm supraventrikulär(a) extrasystoli(er) eljest normalt ekg", {"SR", "NORM"}),
