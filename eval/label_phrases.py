@@ -304,6 +304,9 @@ LOCALISED: list[tuple[str, dict[str | None, str | tuple[str, ...]]]] = [
             "LA": "LMI", "LAD": "ALMI", "HL": "LMI", "P": "PMI",
         },
     ),
+    # Swedish "t-förändring, såsom vid anterior myokardaffektion" (myocardial involvement): INJAS in 4 of 7 dev
+    # rows (2 of 3, 2 of 4); the other walls are too rare to follow
+    (r"myokardaffektion", {"AN": "INJAS", "AS": "INJAS"}),
     (
         r"subendocardial injury|subendokardial\w* (?:schaedigung|laesion|verletzung)|\binjury\b",
         {"AS": "INJAS", "AN": "INJAS", "AL": "INJAL", "IN": "INJIN", "IL": "INJIL", "LA": "INJLA", "LAD": "INJLA"},

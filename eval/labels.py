@@ -142,8 +142,9 @@ def _localised(clause: str) -> tuple[dict[str, float], str]:
             if not chosen and None in mapping:
                 codes = set(_codes(mapping[None]))
             _add(found, codes, _likelihood(clause, min([m.start()] + [a for a, _, _ in chosen]), m.end()))
-            for a, b, _ in chosen:
-                clause = _mask(clause, a, b)
+            for a, b, k in chosen:
+                if k in mapping:  # a wall this keyword does not code stays for the next keyword
+                    clause = _mask(clause, a, b)
             clause = _mask(clause, m.start(), m.end())
             prev_end = m.end()
     return found, clause
