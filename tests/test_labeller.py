@@ -59,6 +59,9 @@ def test_german(text, codes):
         ("sinusrhythmus lagetyp normal unspezifisches abnormes t", {"SR", "NDT"}),
         ("vorhofflimmern/-flattern lagetyp normal", {"AFIB"}),
         ("sinusbradykardie ekg wahrscheinlich normal", {"SBRAD", "NORM"}),
+        # a borderline finding is NORM, not beside a code of another diagnostic superclass
+        ("sinustachykardie lagetyp normal grenzbefund", {"STACH", "NORM"}),
+        ("sinusrhythmus partieller rsb grenzbefund", {"SR", "IRBBB"}),
         # axis statements give the fascicular block PTB-XL codes, not beside LBBB or "normales ekg"
         ("sinusrhythmus überdrehter linkstyp", {"SR", "LAFB"}),
         ("sinusrhythmus überdrehter linkstyp linksschenkelblock", {"SR", "CLBBB"}),
