@@ -102,6 +102,9 @@ def test_german(text, codes):
         ("sinusrhythmus st & t abnorm, wahrscheinlich    hochlaterale ischaemie oder linksbelastung", {"SR"}),
         ("sinusrhythmus st & t abnorm, wahrscheinlich    inferiore ischaemie oder linksbelastung", {"SR", "ISCIN"}),
         ("sinusrhythmus st & t abnormal, wahrscheinlich    ischaemie oder linksbelastung", {"SR", "ISC_"}),
+        # the "st & t abnormal" machine wording gives the wall's ischaemia without ISC_ ("abnorm" keeps it)
+        ("sinusrhythmus st & t abnormal, wahrscheinlich    anterolaterale ischämie oder linksbelastung",
+         {"SR", "ISCAL"}),
         # the anterior wall is ISCAS, as an anterior infarct is ASMI
         ("sinustachykardie st & t abnormal, wahrscheinlich    anteriore ischämie oder linksbelastung",
          {"STACH", "ISCAS"}),
