@@ -210,6 +210,10 @@ ENGLISH: Table = [
     # both halves); the noun "st (segment) elevation" of the machine statements is
     ((), rf"{_ST}{_BE}?elevated(?: and {_T} inverted)?|elevated st\b"),
     (("STE_",), rf"{_ST}elevat\w*|\bstemi\b"),
+    # "slightly" in PTB-XL's English predicates: "st segments are slightly depressed" is no STD_ (0 of 14 dev rows)
+    # but NDT (8 of 14, 2/5 and 6/9), "t waves are slightly inverted" no INVT (0 of 8)
+    (("NDT",), rf"{_ST}(?:is|are|were|was) slightly depressed"),
+    ((), rf"{_T} (?:is|are|were|was) slightly inverted"),
     # "st segments are depressed and t waves inverted in ..." is STD_ alone in PTB-XL (INVT in 0 of 38 dev rows;
     # 0 of 2 after "elevated", above)
     (("STD_",), rf"{_ST}{_BE}?depressed and {_T} inverted"),

@@ -130,7 +130,10 @@ def test_german_phrase_classes(text, codes):
 @pytest.mark.parametrize(
     "text, codes",
     [
-        ("sinus rhythm. st segments are slightly depressed in v5,6.", {"SR", "STD_"}),
+        ("sinus rhythm. st segments are depressed in v5,6.", {"SR", "STD_"}),
+        # "slightly": PTB-XL codes a slight ST depression NDT, a slight T inversion not at all
+        ("sinus rhythm. st segments are slightly depressed in v5,6.", {"SR", "NDT"}),
+        ("sinus rhythm. t waves are slightly inverted in iii.", {"SR"}),
         ("sinus rhythm. t waves are inverted in ii, iii, avf.", {"SR", "INVT"}),
         # T-wave flattening carries PTB-XL's NDT too; "t waves are flat" (without "low") is not LOWT
         ("atrial fibrillation. t waves are low or flat in i, avl.", {"AFIB", "LOWT", "NDT"}),
