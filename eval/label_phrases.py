@@ -135,7 +135,8 @@ SWEDISH: Table = [
     (("RVH",), r"hoeger kammarhypertrofi"),
     (("NDT",), r"ospecifik t-?foeraendring"),
     (("NST_",), r"ospecifik st-?(?:t-?)?foeraendring"),
-    (("LVOLT",), r"laga qrs[- ]amplituder"),
+    # "låga qrs amplituder i extremitetsavledningarna": LVOLT in 0 of 7 dev rows (as "periphere niederspannung")
+    ((), r"laga qrs[- ]amplituder"),
     (("PVC",), r"\bventrikulaer\w*(?:\(a\))? extra(?:systol|slag)\w*"),
     # supraventricular extrasystoles: no code in the Swedish rows either (PAC in 0 of 8)
     ((), r"supraventrikulaer\w*(?:\(a\))? extra(?:systol|slag)\w*"),

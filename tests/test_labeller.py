@@ -190,6 +190,8 @@ def test_english_predicates_and_locations(text, codes):
         ("sinusrytm extrem vänster el-axel", {"SR", "LAFB"}),
         ("sinusrytm ospecifik st-förändring", {"SR", "NST_"}),
         ("regelbunden rytm vänster el-axel", {"SR"}),
+        # low limb-lead amplitudes are no LVOLT in PTB-XL's Swedish rows
+        ("sinusrytm vänster el-axel låga qrs amplituder i extremitetsavledningarna", {"SR"}),
         ("oregelbunden rytm vänster el-axel", set()),
     ],
 )
