@@ -66,6 +66,8 @@ _ABBREV = re.compile(r"(?<![\w.])(?:" + "|".join(re.escape(a) for a in ABBREVIAT
 _GERMAN_SINUS = re.compile(r"sinus(?:rhythmus|bradykardie|tachykardie| ?arrhythmie)\b")
 _BENIGN = frozenset({"SR", "SBRAD", "STACH", "SARRH", "SVARR", "PAC", "LVOLT"})
 _NORMAL_VARIANTS = frozenset({"1AVB", "IVCD"})
+# read without a code, yet not normal: "unspezifische intraventrikuläre leitungsstörung" (NORM in 9 of 51 dev rows)
+_UNCODED = re.compile(r"unspezifisch\w* intraventrikulaer\w* leitungs")
 _RESIDUAL_OK = re.compile(r"[\W\d_]+|\b(?:sonst|normal\w*|ekg|und|verdacht|auf|moeglich\w*|wahrscheinlich\w*)\b")
 # The machine version that writes "st & t abnormal, wahrscheinlich <wall> ischämie oder linksbelastung" (the other
 # writes "abnorm"): PTB-XL codes the wall's ischaemia there without ISC_ (ISC_ in 6 of 99 dev rows, 2/48 and 4/51)
@@ -212,7 +214,8 @@ def extract_label_likelihoods(text: str) -> dict[str, float]:
     if "NORM" not in found:  # an axis stated beside "normal ECG" is a normal variant, not a fascicular block
         for code, likelihood in axis.items():
             _add(found, (code,), likelihood)
-    if _GERMAN_SINUS.search(norm) and not any(unread) and found and set(found) <= _BENIGN:
+    benign = found and set(found) <= _BENIGN and not _UNCODED.search(norm)
+    if _GERMAN_SINUS.search(norm) and not any(unread) and benign:
         found["NORM"] = 100.0
     _combine_locations(found)
     if _STT_ABNORMAL.search(norm) and _WALL_ISCHAEMIA & set(found):

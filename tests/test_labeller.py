@@ -72,6 +72,8 @@ def test_german(text, codes):
         # conduction, atria, Q waves, abbreviations
         ("sinusrhythmus lagetyp normal unspezifischer intraventrikulÄrer block", {"SR", "IVCD"}),
         ("sinusrhythmus intraventr. leitungsstörung", {"SR", "IVCD"}),
+        # the machine's "unspezifische intraventrikuläre leitungsstörung": no IVCD (8 of 51 rows), and not normal
+        ("sinusrhythmus lagetyp normal unspezifische intraventrikuläre leitungsstörung", {"SR"}),
         ("sinusrhythmus p-sinistrocardiale lagetyp normal", {"SR", "LAO/LAE"}),
         ("sinusrhythmus verdacht auf p-sinistrocardiale lagetyp normal", {"SR", "NORM"}),
         ("sinus bradykardie av- block 1. grades q in iii", {"SBRAD", "1AVB", "QWAVE"}),
