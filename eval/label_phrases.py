@@ -228,11 +228,12 @@ ENGLISH: Table = [
     ),
     # T-wave flattening: PTB-XL adds NDT (non-diagnostic T abnormality) in 35-45 % of the English rows that
     # say it, above the F1-optimal threshold for NDT; "t waves are flat ..." (without "low") is never LOWT.
-    (("NT_", "NDT"), rf"non-?specific {_T}(?: wave)? flattening"),
+    # plain "t wave flattening" too: NT_ in 4 of 4 dev rows, LOWT in none
+    (("NT_", "NDT"), rf"non-?specific {_T}(?: wave)? flattening|{_T} flattening"),
     (("NDT",), rf"{_T} {_BE}?flat\b"),
     (
         ("LOWT", "NDT"),
-        rf"low[- ]amplitude {_T}|flat(?:tened)? {_T}|{_T} flattening|low {_T}|{_T} {_BE}?(?:low|flat)\w*",
+        rf"low[- ]amplitude {_T}|flat(?:tened)? {_T}|low {_T}|{_T} {_BE}?(?:low|flat)\w*",
     ),
     (("NDT",), r"non-?diagnostic t"),
     (("NT_",), rf"non-?specific {_T}(?: changes?| abnormalit\w*)?|{_T} changes?"),

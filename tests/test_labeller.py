@@ -145,6 +145,8 @@ def test_german_phrase_classes(text, codes):
          {"SR", "STD_", "LVH", "ISC_"}),
         ("sinus rhythm. voltages are high in chest leads suggesting lvh.", {"SR", "VCLVH", "LVH"}),
         ("sinus rhythm. minor non-specific t wave flattening in i, avl.", {"SR", "NT_", "NDT"}),
+        ("sinus tachycardia. there is t wave flattening in ii, iii, avf.", {"STACH", "NT_", "NDT"}),
+        ("sinus rhythm. no t wave flattening.", {"SR"}),
         ("sinus rhythm. anterior infarct.", {"SR", "ASMI"}),
         ("sinus rhythm. old anterior and inferior infarcts.", {"SR", "ASMI", "IMI"}),
         # an inferior and a lateral infarct stated apart are PTB-XL's inferolateral ILMI
