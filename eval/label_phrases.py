@@ -228,7 +228,7 @@ ENGLISH: Table = [
     ),
     # T-wave flattening: PTB-XL adds NDT (non-diagnostic T abnormality) in 35-45 % of the English rows that
     # say it, above the F1-optimal threshold for NDT; "t waves are flat ..." (without "low") is never LOWT.
-    # plain "t wave flattening" too: NT_ in 4 of 4 dev rows, LOWT in none
+    # plain "t wave flattening" too: NT_ in 6 of 6 dev rows (4/4, 2/2), NDT in 2, LOWT in none
     (("NT_", "NDT"), rf"non-?specific {_T}(?: wave)? flattening|{_T} flattening"),
     (("NDT",), rf"{_T} {_BE}?flat\b"),
     (
