@@ -36,6 +36,8 @@ _HEDGES = re.compile(
     r"can ?not (?:be )?(?:rule[ds]? out|excluded?)|can't rule out|not (?:be )?excluded|"
     r"nicht (?:sicher )?auszuschliessen|nicht ausgeschlossen|kan ej uteslutas"
 )
+# "no definite evidence to suggest recent ischaemia" puts its "no" beyond the negation window
+_NO_EVIDENCE = re.compile(r"\bno (?:definite |ecg |clear )*evidence (?:to suggest|of|for)\b")
 _NEG_BEFORE = re.compile(r"\b(?:no|not|without|absent|absence of|negative for|free of|kein\w*|nicht|ohne|denies)\b")
 _NEG_AFTER = re.compile(
     r"^\W*(?:is |are |was |were )?(?:absent|not (?:present|seen)|no longer (?:present|seen)|resolved|nicht mehr)\b"
@@ -64,7 +66,13 @@ _ABBREV = re.compile(r"(?<![\w.])(?:" + "|".join(re.escape(a) for a in ABBREVIAT
 _GERMAN_SINUS = re.compile(r"sinus(?:rhythmus|bradykardie|tachykardie| ?arrhythmie)\b")
 _BENIGN = frozenset({"SR", "SBRAD", "STACH", "SARRH", "SVARR", "PAC", "LVOLT"})
 _NORMAL_VARIANTS = frozenset({"1AVB", "IVCD"})
+# read without a code, yet not normal: "unspezifische intraventrikuläre leitungsstörung" (NORM in 9 of 51 dev rows)
+_UNCODED = re.compile(r"unspezifisch\w* intraventrikulaer\w* leitungs")
 _RESIDUAL_OK = re.compile(r"[\W\d_]+|\b(?:sonst|normal\w*|ekg|und|verdacht|auf|moeglich\w*|wahrscheinlich\w*)\b")
+# The machine version that writes "st & t abnormal, wahrscheinlich <wall> ischämie oder linksbelastung" (the other
+# writes "abnorm"): PTB-XL codes the wall's ischaemia there without ISC_ (ISC_ in 6 of 99 dev rows, 2/48 and 4/51)
+_STT_ABNORMAL = re.compile(r"\bst & t abnormal\b")
+_WALL_ISCHAEMIA = frozenset({"ISCAL", "ISCIL", "ISCLA", "ISCAS", "ISCAN", "ISCIN"})
 _CUE_SPAN = 40  # characters before a phrase searched for an uncertainty cue
 _WINDOW = 60  # characters around an infarct/ischaemia keyword searched for its location words
 
@@ -92,6 +100,7 @@ def normalise(text: str) -> str:
     """
     t = _ARTEFACTS.sub(" ", text.lower().translate(_FOLD))
     t = _ABBREV.sub(lambda m: ABBREVIATIONS[m.group(0)], t)
+    t = _NO_EVIDENCE.sub("no", t)
     return _HEDGES.sub("possible", t.replace("\t", "  "))
 
 
@@ -139,8 +148,9 @@ def _localised(clause: str) -> tuple[dict[str, float], str]:
             if not chosen and None in mapping:
                 codes = set(_codes(mapping[None]))
             _add(found, codes, _likelihood(clause, min([m.start()] + [a for a, _, _ in chosen]), m.end()))
-            for a, b, _ in chosen:
-                clause = _mask(clause, a, b)
+            for a, b, k in chosen:
+                if k in mapping:  # a wall this keyword does not code stays for the next keyword
+                    clause = _mask(clause, a, b)
             clause = _mask(clause, m.start(), m.end())
             prev_end = m.end()
     return found, clause
@@ -204,9 +214,12 @@ def extract_label_likelihoods(text: str) -> dict[str, float]:
     if "NORM" not in found:  # an axis stated beside "normal ECG" is a normal variant, not a fascicular block
         for code, likelihood in axis.items():
             _add(found, (code,), likelihood)
-    if _GERMAN_SINUS.search(norm) and not any(unread) and found and set(found) <= _BENIGN:
+    benign = found and set(found) <= _BENIGN and not _UNCODED.search(norm)
+    if _GERMAN_SINUS.search(norm) and not any(unread) and benign:
         found["NORM"] = 100.0
     _combine_locations(found)
+    if _STT_ABNORMAL.search(norm) and _WALL_ISCHAEMIA & set(found):
+        found.pop("ISC_", None)
     # a stated "normal ECG" stands beside a first-degree AV block or an intraventricular conduction delay
     # (PTB-XL keeps NORM in 16 of the 22 dev rows that say both), not beside other diagnostic codes
     if "NORM" in found and set(superclasses(set(found) - _NORMAL_VARIANTS)) - {"NORM"}:
