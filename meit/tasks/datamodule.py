@@ -24,6 +24,7 @@ from meit.data.dataset import ECGReportDataset
 from meit.data.source import Source
 from meit.data.sources import open_source
 from meit.data.splits import split_records
+from meit.data.synth import write_dataset
 from meit.fusion.splice import splice
 from meit.util.atomic import write_text
 from meit.util.errors import UserFacingError
@@ -43,8 +44,6 @@ def cache_dir(cfg: DataConfig) -> Path:
 
 def synthetic_root(cfg: DataConfig) -> Path:
     """Writes (once) the synthetic dataset of `cfg` in its real on-disk format and returns its root."""
-    from meit.data.synth import write_dataset
-
     name = f"{cfg.synthetic_format}-n{cfg.synthetic_n}-seed{cfg.synthetic_seed}-v{SYNTHETIC_VERSION}"
 
     def build(tmp: Path) -> None:
