@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
+from meit.runs.rundir import BACKBONE, CONFIG, RUN_INFO, WEIGHTS
 from meit.util.atomic import write_text
 from meit.util.errors import UserFacingError
-from meit.runs.rundir import BACKBONE, CONFIG, RUN_INFO, WEIGHTS
 
 FINISHED_RUN_FILES = (WEIGHTS, BACKBONE, RUN_INFO)
 """What a finished `meit.fit` run directory holds (run.json is written last)."""

@@ -22,7 +22,6 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from meit.config import DataConfig, RunConfig
-from meit.data.cache import SignalCache
 from meit.data.dataset import ECGReportDataset, SignalTransform
 from meit.data.splits import split_records
 from meit.runs.rundir import load_run, write_jsonl

@@ -28,15 +28,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from meit.util.atomic import atomic_file, write_bytes, write_json, write_text
-from meit.llm.backbone import check_remote_code, verify_saved_reference
 from meit.config import RunConfig, run_config_from_dict
 from meit.data.dataset import ECGReportDataset
 from meit.data.measure import measure_ecg, with_machine_measurements
-from meit.util.errors import RunFileError, UntrustedCodeError
 from meit.eval import METRIC_KEYS, evaluate_records
 from meit.eval.grounding import check_report
+from meit.llm.backbone import check_remote_code, verify_saved_reference
 from meit.tasks.factory import build_task, make_task, needs_text_backbone
+from meit.util.atomic import atomic_file, write_bytes, write_json, write_text
+from meit.util.errors import RunFileError, UntrustedCodeError
 
 WEIGHTS = "weights.safetensors"
 BACKBONE = "backbone.json"

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from meit.util.atomic import write_json, write_text
 from meit.eval import METRIC_KEYS
 from meit.runs.rundir import METRICS, REPORT, new_run_dir
+from meit.util.atomic import write_json, write_text
 
 
 def split_seed_args(args: list[str]) -> tuple[list[int] | None, Path | None, list[str]]:
