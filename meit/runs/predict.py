@@ -1,9 +1,10 @@
-"""Load a finished run, generate reports on a dataset split (optionally transformed), score them.
+"""Load a finished run and generate reports on a dataset split (optionally transformed).
 
 The one prediction path on a saved run, used by `meit.robustness`, `meit.zeroshot`, `meit.compare` and
 `meit.report_html`, on top of `meit.runs.rundir.load_run`, the run's task (its `collator` and `generate_reports`
-hooks, as in `meit.fit`'s test step), `meit.data` (splits, signal cache, `ECGReportDataset`) and `meit.eval`. Only the requested split is cached, so testing on another dataset never
-caches its training split.
+hooks, as in `meit.fit`'s test step) and `meit.data` (splits, signal cache, `ECGReportDataset`); scoring is
+`meit.eval.Scorer`'s. Only the requested split is cached, so testing on another dataset never caches its training
+split.
 
 A signal transform is called as `transform(signal, rng)` on each float32 (12, T) signal in mV, with a generator
 seeded by (seed, record id): the same seed gives the same noisy test set whatever the batch size or order.
