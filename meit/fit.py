@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from jsonargparse import set_parsing_settings
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
@@ -43,10 +44,14 @@ from meit.llm.backbone import resolve_backbone
 from meit.probe import probe_run
 from meit.report_html import write_report_safely
 from meit.runs.rundir import (
+    CONFIG,
+    METRICS,
     RUN_DIR_ENV,
     RUN_INFO,
     AtomicCheckpointIO,
     attach_grounding,
+    check_same_settings,
+    is_finished,
     new_run_dir,
     read_run_json,
     save_run,
@@ -280,6 +285,31 @@ def fit(cli: MEITCLI) -> Path:
     return run_dir
 
 
+def continue_run(cli: MEITCLI) -> bool:
+    """Whether the CLI's run directory already holds the finished run of this config (True: nothing to do). A run
+    of this config that was killed gets `--ckpt_path RUN_DIR/checkpoints/last.ckpt` (an exact resume); a run of
+    another config is refused, naming the option that differs.
+
+    Raises:
+        meit.util.errors.UserFacingError: the run directory holds a run of other settings.
+    """
+    run_dir = cli.run_dir
+    if not (run_dir / CONFIG).is_file():
+        return False
+    current = yaml.safe_load(cli.parser.dump(cli.config))
+    for key in ("run_dir", "ckpt_path"):
+        current.pop(key, None)
+    check_same_settings(run_dir, current, asker="this command line")
+    if is_finished(run_dir) and (run_dir / METRICS).is_file():
+        print(f"[meit] {run_dir} holds the finished run of this config: reusing it", flush=True)
+        return True
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file() and cli.config_init.ckpt_path is None:
+        print(f"[meit] {run_dir} holds a killed run of this config: resuming from {last}", flush=True)
+        cli.config_init.ckpt_path = str(last)
+    return False
+
+
 def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every rank's prediction rows, on every rank (one copy per id: DistributedSampler pads shards by repeating
     records). Under DDP each rank generates for its shard of the test split only."""
@@ -310,7 +340,7 @@ def main(args: list[str] | None = None) -> Path:
     seeds, parent, rest = split_seed_args(sys.argv[1:] if args is None else list(args))
     try:
         if seeds is not None:
-            parent = run_seeds(seeds, parent, rest, run_one)
+            parent = run_seeds(seeds, parent, rest, lambda seed_args: run_one(seed_args, continue_runs=True))
             print(os.fspath(parent), flush=True)
             return parent
         return run_one(rest)
@@ -319,12 +349,13 @@ def main(args: list[str] | None = None) -> Path:
         raise SystemExit(2) from None
 
 
-def run_one(args: list[str]) -> Path:
+def run_one(args: list[str], continue_runs: bool = False) -> Path:
     """One run of a `meit.fit` command line (without `--seeds`); prints its summary and run directory (rank 0 only
-    under DDP; every rank exits 0)."""
+    under DDP; every rank exits 0). With `continue_runs` (each seed of `--seeds`) a finished run of the same config
+    in the run directory is reused and a killed one resumes from its last checkpoint (`continue_run`)."""
     try:
         cli = MEITCLI(args)
-        run_dir = fit(cli)
+        run_dir = cli.run_dir if continue_runs and continue_run(cli) else fit(cli)
     finally:  # the name is for this run's spawned ranks only
         if os.environ.get(RUN_DIR_ENV, "").startswith(f"{os.getpid()}:"):
             del os.environ[RUN_DIR_ENV]

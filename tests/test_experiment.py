@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from meit.runs.experiment import FINISHED_RUN_FILES, check_fit_block, merge_fit_blocks, train_or_reuse
+from meit.runs.experiment import check_fit_block, merge_fit_blocks, train_or_reuse
+from meit.runs.rundir import FINISHED_RUN_FILES
 from meit.util.errors import UserFacingError
 
 

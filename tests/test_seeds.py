@@ -48,3 +48,32 @@ def test_fit_with_seeds_writes_a_run_per_seed_and_their_mean(tmp_path, capsys):
     assert summary["mean"]["bleu_4"] == pytest.approx(sum(bleu) / 2)
     report = (parent / "report.md").read_text()
     assert "| bleu_4 |" in report and "seed 1" in report
+
+
+@pytest.mark.slow
+def test_seeds_reuse_finished_runs_and_refuse_other_settings(tmp_path, capsys):
+    parent = tmp_path / "runs"
+    args = tiny_args(tmp_path / "cache", parent, "--seeds", "0")
+    main(args)
+    first = (parent / "seed_0" / "weights.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == parent  # the same command again: the finished seed run is reused, not trained again
+    assert "holds the finished run of this config: reusing it" in capsys.readouterr().out
+    assert (parent / "seed_0" / "weights.safetensors").stat().st_mtime_ns == first
+    with pytest.raises(SystemExit) as exit_info:  # other settings into the same seed directory: refused
+        main([*args, "--model.lora.r", "2"])
+    assert exit_info.value.code == 2 and "model.lora.r: 4, but this command line asks for 2" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_seed_run_resumes_from_its_checkpoint(tmp_path, capsys):
+    parent = tmp_path / "runs"
+    args = tiny_args(tmp_path / "cache", parent, "--seeds", "0", "--trainer.max_steps", "4")
+    seed_dir = parent / "seed_0"
+    main(args)
+    for name in ("run.json", "metrics.json"):  # what a kill during the test step leaves: checkpoints, no results
+        (seed_dir / name).unlink()
+    capsys.readouterr()
+    assert main(args) == parent
+    assert f"resuming from {seed_dir / 'checkpoints' / 'last.ckpt'}" in capsys.readouterr().out
+    assert json.loads((seed_dir / "run.json").read_text())["train_steps"] == 4 and (seed_dir / "metrics.json").is_file()

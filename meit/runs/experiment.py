@@ -13,12 +13,9 @@ from typing import Any
 
 import yaml
 
-from meit.runs.rundir import BACKBONE, CONFIG, RUN_INFO, WEIGHTS
+from meit.runs.rundir import check_same_settings, is_finished
 from meit.util.atomic import write_text
 from meit.util.errors import UserFacingError
-
-FINISHED_RUN_FILES = (WEIGHTS, BACKBONE, RUN_INFO)
-"""What a finished `meit.fit` run directory holds (run.json is written last)."""
 
 
 def merge_fit_blocks(shared: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
@@ -51,11 +48,6 @@ def asks_remote_code(block: dict[str, Any]) -> bool:
     return (block.get("model") or {}).get("trust_remote_code") is True
 
 
-def is_finished(run_dir: Path) -> bool:
-    """Whether `run_dir` holds a finished `meit.fit` run."""
-    return all((run_dir / name).is_file() for name in FINISHED_RUN_FILES)
-
-
 def train_or_reuse(run_dir: Path, block: dict[str, Any], tag: str) -> bool:
     """Trains `block` into `run_dir` with `meit.fit`, unless `run_dir` holds a finished run of these settings.
 
@@ -71,7 +63,7 @@ def train_or_reuse(run_dir: Path, block: dict[str, Any], tag: str) -> bool:
         meit.util.errors.UserFacingError: `run_dir` holds a finished run whose config.yaml differs from `block`.
     """
     if is_finished(run_dir):
-        _check_same_settings(run_dir, block)
+        check_same_settings(run_dir, block)
         print(f"[{tag}] {run_dir} holds a finished run of these settings: not training again", flush=True)
         return False
     from meit.fit import main as fit_main  # start-up time: Lightning loads only when a run is trained
@@ -81,25 +73,3 @@ def train_or_reuse(run_dir: Path, block: dict[str, Any], tag: str) -> bool:
         write_text(path, yaml.safe_dump(block))
         fit_main(["--config", str(path), "--run_dir", str(run_dir)])
     return True
-
-
-def _check_same_settings(run_dir: Path, block: dict[str, Any]) -> None:
-    """Every option `block` sets (at any depth) must be what the finished run saved in its config.yaml."""
-    saved = yaml.safe_load((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
-    _compare_options(run_dir, saved or {}, block, "")
-
-
-def _compare_options(run_dir: Path, saved: Any, wanted: Any, name: str) -> None:
-    # Option groups are compared key by key (the saved config holds every default too); a `*_kwargs` mapping is
-    # one option, passed whole to a constructor.
-    if isinstance(wanted, dict) and wanted and isinstance(saved, dict) and not name.endswith("_kwargs"):
-        for key, value in wanted.items():
-            _compare_options(run_dir, saved.get(key), value, f"{name}.{key}" if name else key)
-    elif _normal(saved) != _normal(wanted):
-        raise UserFacingError(run_dir, f"holds a finished run with {name}: {saved!r}, but the experiment asks for "
-                                       f"{wanted!r}; give another run_dir or remove this one")
-
-
-def _normal(value: Any) -> Any:
-    """A value as YAML reads it back (tuples become lists, numbers in strings stay strings)."""
-    return yaml.safe_load(yaml.safe_dump(value))

@@ -28,7 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from meit.config import RunConfig, run_config_from_dict
+from meit.config import RunConfig, run_config_from_dict, upgrade_saved_config
 from meit.data.dataset import ECGReportDataset
 from meit.data.measure import measure_ecg, with_machine_measurements
 from meit.eval import METRIC_KEYS, evaluate_records
@@ -36,7 +36,7 @@ from meit.eval.grounding import check_report
 from meit.llm.backbone import check_remote_code, verify_saved_reference
 from meit.tasks.factory import build_task, make_task, needs_text_backbone
 from meit.util.atomic import atomic_file, write_bytes, write_json, write_text
-from meit.util.errors import RunFileError, UntrustedCodeError
+from meit.util.errors import RunFileError, UntrustedCodeError, UserFacingError
 
 WEIGHTS = "weights.safetensors"
 BACKBONE = "backbone.json"
@@ -45,6 +45,8 @@ PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 REPORT = "report.md"
 RUN_INFO = "run.json"
+FINISHED_RUN_FILES = (WEIGHTS, BACKBONE, RUN_INFO)
+"""What a finished `meit.fit` run directory holds (run.json is written last)."""
 RUNS_ROOT = Path("runs")
 RUN_DIR_ENV = "MEIT_RUN_DIR"
 """`PID:RUN_DIR` of the process that chose an automatic run directory; the DDP ranks it spawns read it."""
@@ -97,6 +99,38 @@ def save_run(run_dir: Path, module: Any) -> None:
     write_bytes(run_dir / WEIGHTS, save_safetensors(state, metadata={"format": "meit-trainable-v1"}))
     module.save_extras(run_dir)  # e.g. the Mllama LoRA adapter in peft's layout
     write_json(run_dir / BACKBONE, module.backbone_reference)
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a finished `meit.fit` run."""
+    return all((run_dir / name).is_file() for name in FINISHED_RUN_FILES)
+
+
+def check_same_settings(run_dir: Path, wanted: dict[str, Any], asker: str = "the experiment") -> None:
+    """Every option `wanted` sets (at any depth) must be what the run saved in its config.yaml (`asker`: who wants
+    them, for the message).
+
+    Raises:
+        meit.util.errors.UserFacingError: naming the run directory and the first option that differs.
+    """
+    saved = yaml.safe_load((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
+    _compare_options(run_dir, upgrade_saved_config(saved or {}), wanted, "", asker)
+
+
+def _compare_options(run_dir: Path, saved: Any, wanted: Any, name: str, asker: str) -> None:
+    # Option groups are compared key by key (the saved config holds every default too); a `*_kwargs` mapping is
+    # one option, passed whole to a constructor.
+    if isinstance(wanted, dict) and wanted and isinstance(saved, dict) and not name.endswith("_kwargs"):
+        for key, value in wanted.items():
+            _compare_options(run_dir, saved.get(key), value, f"{name}.{key}" if name else key, asker)
+    elif _normal(saved) != _normal(wanted):
+        raise UserFacingError(run_dir, f"holds a run with {name}: {saved!r}, but {asker} asks for {wanted!r}; give "
+                                       f"another run directory or remove this one")
+
+
+def _normal(value: Any) -> Any:
+    """A value as YAML reads it back (tuples become lists, numbers in strings stay strings)."""
+    return yaml.safe_load(yaml.safe_dump(value))
 
 
 def read_run_bytes(path: str | Path) -> bytes:
