@@ -31,8 +31,8 @@ from meit.eval import METRIC_KEYS, PLOT_METRICS, Scorer, format_metric
 from meit.report_html import write_report_safely
 from meit.robustness import Condition, condition_seed, level_json, level_text, plot_curves, transform_for
 from meit.runs.experiment import asks_remote_code, check_fit_block, merge_fit_blocks, train_or_reuse
-from meit.runs.predict import generate, load, open_split, write_predictions
-from meit.runs.rundir import new_run_dir
+from meit.runs.predict import generate, load, open_split
+from meit.runs.rundir import new_run_dir, write_jsonl
 from meit.util.atomic import write_json, write_text
 from meit.util.errors import UserFacingError
 
@@ -111,7 +111,7 @@ def evaluate_all(cfg: Any, blocks: dict[str, dict[str, Any]], runs: dict[str, Pa
         for cond in conds:
             generated = generate(run, split, transform_for(cond, fs), condition_seed(cfg.seed, cond))
             rows[name][cond.name] = generated
-            write_predictions(out / "predictions" / name / f"{cond.name}.jsonl", generated)
+            write_jsonl(out / "predictions" / name / f"{cond.name}.jsonl", generated)
             metrics = scorer(generated)
             results.append({"representation": name, "level": level_json(cond.level), "condition": cond.name,
                             "metrics": metrics})

@@ -38,9 +38,8 @@ from meit.runs.predict import (
     generate,
     load,
     open_split,
-    write_predictions,
 )
-from meit.runs.rundir import add_load_flags, load_flags
+from meit.runs.rundir import add_load_flags, load_flags, write_jsonl
 from meit.util.atomic import atomic_file, write_json, write_text
 from meit.util.errors import UserFacingError
 
@@ -137,7 +136,7 @@ def sweep(run: LoadedRun, split: EvalSplit, conds: Sequence[Condition], score: S
         if condition.name not in cached:
             rows = generate(run, split, transform_for(condition, fs), condition_seed(seed, condition), batch_size)
             if out is not None:
-                write_predictions(out / "predictions" / f"{condition.name}.jsonl", rows)
+                write_jsonl(out / "predictions" / f"{condition.name}.jsonl", rows)
             cached[condition.name] = (score(rows), time.perf_counter() - start)
             print(f"[robustness] {condition.name}: " + ", ".join(
                 f"{k} {cached[condition.name][0][k]:.3f}" for k in HEADLINE_METRICS if k in cached[condition.name][0]),

@@ -38,9 +38,8 @@ from meit.runs.predict import (
     generate,
     load,
     open_split,
-    write_predictions,
 )
-from meit.runs.rundir import add_load_flags, load_flags
+from meit.runs.rundir import add_load_flags, load_flags, write_jsonl
 from meit.util.atomic import write_json, write_text
 from meit.util.errors import UserFacingError
 
@@ -73,7 +72,7 @@ def evaluate_on(run: LoadedRun, cfg: DataConfig, setting: str, score: Scorer, ou
     split = open_split(cfg, "test", limit)
     rows = generate(run, split, batch_size=batch_size)
     name = f"{setting}-{split.name}"
-    write_predictions(out_dir / "predictions" / f"{name}.jsonl", rows)
+    write_jsonl(out_dir / "predictions" / f"{name}.jsonl", rows)
     metrics = score(rows)
     print(f"[zeroshot] {name}: n={len(rows)} " + ", ".join(
         f"{key} {metrics[key]:.3f}" for key in HEADLINE_METRICS if isinstance(metrics.get(key), float)), flush=True)

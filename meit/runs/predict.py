@@ -15,7 +15,6 @@ so noise goes on the signal before rendering.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,13 @@ from torch.utils.data import DataLoader
 from meit.config import DataConfig, RunConfig
 from meit.data.dataset import ECGReportDataset, SignalTransform
 from meit.data.splits import split_records
-from meit.runs.rundir import load_run, write_jsonl
+from meit.runs.rundir import load_run, without_labels
 from meit.tasks.base import prediction_rows
 from meit.tasks.datamodule import cached_split, open_dataset
 from meit.tasks.images import page_renderer
 
 __all__ = ["EvalSplit", "LoadedRun", "SignalTransform", "dataset_config", "dataset_label", "generate",
-           "load", "open_split", "write_predictions"]
+           "load", "open_split"]
 
 
 @dataclass
@@ -148,9 +147,4 @@ def generate(run: LoadedRun, split: EvalSplit, transform: SignalTransform | None
     loader = DataLoader(dataset, batch_size=batch_size or run.cfg.data.eval_batch_size, shuffle=False,
                         collate_fn=run.module.collator(run.cfg.data, generate=True))
     rows = [row for batch in loader for row in prediction_rows(batch, run.module.generate_reports(batch))]
-    return rows if split.has_labels else [{k: v for k, v in row.items() if k != "labels_true"} for row in rows]
-
-
-def write_predictions(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Writes rows as predictions.jsonl (one JSON object a line, atomically)."""
-    write_jsonl(path, list(rows))
+    return rows if split.has_labels else without_labels(rows)

@@ -315,7 +315,7 @@ def write_test_outputs(run_dir: Path, rows: list[dict[str, Any]], cfg: RunConfig
     scores compare with labels extracted from the reference reports instead of with empty label sets.
     """
     if not any(row.get("labels_true") for row in rows):
-        rows = [{k: v for k, v in row.items() if k != "labels_true"} for row in rows]
+        rows = without_labels(rows)
     write_jsonl(run_dir / PREDICTIONS, rows)
 
     metrics = evaluate_records(rows, bertscore_model=cfg.test.bertscore_model, n_bootstrap=cfg.test.n_bootstrap,
@@ -323,6 +323,12 @@ def write_test_outputs(run_dir: Path, rows: list[dict[str, Any]], cfg: RunConfig
     write_json(run_dir / METRICS, metrics)
     write_text(run_dir / REPORT, report_markdown(metrics, rows, cfg, info))
     return metrics
+
+
+def without_labels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prediction rows without `labels_true`, for a dataset that stores no labels (MIMIC-IV-ECG): the clinical
+    scores then compare with labels extracted from the reference reports instead of with empty label sets."""
+    return [{k: v for k, v in row.items() if k != "labels_true"} for row in rows]
 
 
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
