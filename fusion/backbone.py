@@ -62,7 +62,7 @@ def cache_keyword_of(decoder: nn.Module) -> str:
 
 
 @dataclass
-class Backbone:
+class LMHandles:
     """Handles on a causal LM's decoder, embedding, head and per-layer attention, family-independent.
 
     Attributes:
@@ -83,7 +83,7 @@ class Backbone:
     cache_keyword: str = "past_key_values"
 
     @classmethod
-    def of(cls, llm: nn.Module) -> Backbone:
+    def of(cls, llm: nn.Module) -> LMHandles:
         """Wraps `llm` (a supported causal LM, possibly peft-wrapped)."""
         name = model_type(llm)
         causal_lm = unwrap(llm)

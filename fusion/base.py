@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.cache_utils import Cache
 
-from meit.fusion.backbone import Backbone
+from meit.fusion.backbone import LMHandles
 from meit.fusion.beam import beam_search
 from meit.fusion.projector import Projector
 from meit.fusion.splice import IGNORE_INDEX
@@ -86,7 +86,7 @@ class ECGConditionedLM(nn.Module):
         if ecg_input not in ECG_INPUTS:
             raise ValueError(f"unknown ecg_input: {ecg_input}; choose from {', '.join(ECG_INPUTS)}")
         self.llm = llm
-        self.backbone = Backbone.of(llm)
+        self.backbone = LMHandles.of(llm)
         self.encoder = encoder
         self.ecg_input = ecg_input
         b = self.backbone

@@ -5,16 +5,11 @@ the same run, so achieved FLOP/s fractions compare like with like on a noisy mac
 printed, written to `bench.json` and appended to `docs/BENCHMARKS.md` with the command and machine.
 """
 
-# ruff: noqa: E402  (OMP_WAIT_POLICY must be set before torch is imported)
 from __future__ import annotations
-
-import os
-
-# As in meit.fit: spinning OpenMP threads make a shared CPU crawl (a 0.3 s step measured at 10+ s).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import importlib
+import os
 import platform
 import resource
 import statistics

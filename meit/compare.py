@@ -16,13 +16,10 @@ paired-bootstrap p-values between representations), `compare.png` (metric vs SNR
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see meit.fit: spinning OpenMP threads stall a shared CPU
-
 import gc
 import itertools
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any

@@ -11,16 +11,10 @@ the training reports, then cached) -> LoRA + encoder + fusion training -> traina
 the test split -> predictions.jsonl, metrics.json, report.md.
 """
 
-# ruff: noqa: E402  (OMP_WAIT_POLICY must be set before torch is imported)
 from __future__ import annotations
 
-import os
-
-# OpenMP threads that spin while waiting make a shared CPU crawl (measured 10-15 s instead of 0.2-0.9 s for one
-# training step of the default model with other jobs running); must be set before torch loads its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import logging
+import os
 import sys
 import time
 import warnings

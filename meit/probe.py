@@ -9,18 +9,15 @@ report.md. Labels are the dataset's SCP codes, or those `extract_labels` finds i
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see meit.fit: spinning OpenMP threads stall a shared CPU
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from meit.eval.label_metrics import build_label_stats  # noqa: E402
-from meit.runs.rundir import (  # noqa: E402
+from meit.eval.label_metrics import build_label_stats
+from meit.runs.rundir import (
     METRICS,
     REPORT,
     add_load_flags,
@@ -29,10 +26,10 @@ from meit.runs.rundir import (  # noqa: E402
     read_run_json,
     read_run_text,
 )
-from meit.tasks.align import label_targets, record_labels  # noqa: E402
-from meit.tasks.datamodule import MEITDataModule  # noqa: E402
-from meit.util.atomic import write_json, write_text  # noqa: E402
-from meit.util.errors import UserFacingError  # noqa: E402
+from meit.tasks.align import label_targets, record_labels
+from meit.tasks.datamodule import MEITDataModule
+from meit.util.atomic import write_json, write_text
+from meit.util.errors import UserFacingError
 
 PROBE_STEPS = 300
 PROBE_LR = 0.05

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see meit.fit: spinning OpenMP threads stall a shared CPU
 
 from meit.data.image_io import IMAGE_SUFFIXES
 

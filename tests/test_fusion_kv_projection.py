@@ -7,7 +7,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from meit.encoders import build_encoder
 from meit.fusion import build_fusion
-from meit.fusion.backbone import Backbone
+from meit.fusion.backbone import LMHandles
 from meit.fusion.kv_projection import fused_prefix_kv
 
 HIDDEN, LAYERS, HEADS = 64, 3, 4
@@ -33,7 +33,7 @@ def lora_llama(kv_heads=2, targets=("q_proj", "k_proj", "v_proj", "o_proj"), dro
     return model
 
 
-def per_layer(backbone: Backbone, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def per_layer(backbone: LMHandles, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [backbone.project_kv(i, x) for i in range(len(backbone.layers))]
 
 
@@ -52,7 +52,7 @@ def outputs_and_grads(backbone, x, project, seed=3):
 
 def assert_same(backbone, x, train):
     backbone.causal_lm.train(train)
-    got = outputs_and_grads(backbone, x, Backbone.project_kv_all)
+    got = outputs_and_grads(backbone, x, LMHandles.project_kv_all)
     ref = outputs_and_grads(backbone, x, per_layer)
     # fp64: the same formula to 1e-10. fp32: keys/values to 1e-6; gradients (sums over tokens and outputs, so
     # rounding grows with them) to 1e-5 of each tensor's largest magnitude.
@@ -70,7 +70,7 @@ def assert_same(backbone, x, train):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_projection_equals_per_layer_with_lora_and_gqa(kv_heads, train, dtype):
     """Values and gradients (tokens, LoRA A and B) agree; in train mode the same LoRA dropout masks are drawn."""
-    backbone = Backbone.of(lora_llama(kv_heads).to(dtype))
+    backbone = LMHandles.of(lora_llama(kv_heads).to(dtype))
     x = torch.randn(2, 5, HIDDEN, dtype=dtype)
     assert fused_prefix_kv([backbone.attention(i) for i in range(LAYERS)], x, backbone.head_dim) is not None
     assert_same(backbone, x, train)
@@ -82,7 +82,7 @@ def test_fused_projection_equals_per_layer_with_lora_and_gqa(kv_heads, train, dt
                                   dict(targets=("q_proj", "v_proj"))])
 def test_fused_projection_without_lora_with_bias_or_partial_lora(case):
     """No LoRA, attention biases, no dropout, LoRA on v only (that case falls back to the per-layer path)."""
-    backbone = Backbone.of(lora_llama(**case))
+    backbone = LMHandles.of(lora_llama(**case))
     x = torch.randn(3, 2, HIDDEN)
     for train in (False, True):
         assert_same(backbone, x, train)
@@ -90,7 +90,7 @@ def test_fused_projection_without_lora_with_bias_or_partial_lora(case):
 
 def test_hooked_projection_still_runs_its_hooks():
     """A module with hooks (e.g. DeepSpeed ZeRO-3's parameter gathering) is called, not bypassed."""
-    backbone = Backbone.of(lora_llama())
+    backbone = LMHandles.of(lora_llama())
     calls = []
     backbone.attention(1).v_proj.register_forward_pre_hook(lambda module, args: calls.append(module))
     x = torch.randn(2, 3, HIDDEN)
@@ -115,6 +115,6 @@ def test_prefix_kv_training_loss_and_grads_match_the_per_layer_path(monkeypatch)
         return [loss, *torch.autograd.grad(loss, params)]
 
     fused = run()
-    monkeypatch.setattr(Backbone, "project_kv_all", per_layer)
+    monkeypatch.setattr(LMHandles, "project_kv_all", per_layer)
     for a, b in zip(fused, run()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
-LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")  # MIMIC's order
+from meit.data.synth import MIMIC_LEADS
+
 STATEMENTS = ("Sinus rhythm", "Sinus bradycardia", "Sinus tachycardia", "Atrial fibrillation",
               "Left axis deviation", "Right bundle branch block", "Left ventricular hypertrophy",
               "Nonspecific T wave abnormality", "Borderline ECG", "Abnormal ECG", "Normal ECG")
@@ -38,7 +39,7 @@ def mimic_path(subject: int, study: int) -> str:
 def header_text(study: int, n_samples: int, checksums: np.ndarray) -> str:
     """A WFDB header of one 12-lead format-16 record at 500 Hz, 200 adu/mV (MIMIC-IV-ECG's layout)."""
     lines = [f"{study} 12 {FS} {n_samples}"]
-    lines += [f"{study}.dat 16 {ADC_GAIN:g}(0)/mV 16 0 0 {int(c)} 0 {lead}" for lead, c in zip(LEADS, checksums)]
+    lines += [f"{study}.dat 16 {ADC_GAIN:g}(0)/mV 16 0 0 {int(c)} 0 {lead}" for lead, c in zip(MIMIC_LEADS, checksums)]
     return "\n".join(lines) + "\n"
 
 
