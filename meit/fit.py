@@ -85,13 +85,17 @@ class _DropLightningTips(logging.Filter):
 def quiet_lightning() -> None:
     """Silences the output a run does not act on: Lightning's advertising tips, torch 2.13's FutureWarning about
     `LeafSpec` raised inside Lightning's own `_pytree` helper (not a call of this project's), and Lightning's
-    zero-length warning for the absent val loader of an empty validation split (`MEITDataModule` warns itself)."""
+    zero-length warning for the absent val loader of an empty validation split (`MEITDataModule` warns itself), and
+    its caution about `args` beside `sys.argv` (each seed of `--seeds` gets its own argument list)."""
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropLightningTips) for f in rank_zero.filters):
         rank_zero.addFilter(_DropLightningTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     # An empty validation split gives no val loader (an empty list): the data module has warned and the summary says so.
     warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
+    # `--seeds` (and the experiment drivers) hand each run its own argument list while sys.argv holds the outer
+    # command line: that is the intended use of LightningCLI's `args`, not a mistake.
+    warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter is intended to run from within Python")
 
 
 class MEITCLI(LightningCLI):
