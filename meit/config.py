@@ -63,6 +63,10 @@ class EmbeddedLMConfig:
     """Seed of the initialisation and the pre-training batches."""
 
 
+AUX_LABEL_LOSS_WEIGHT = 0.5
+"""The `aligned` recipe's auxiliary label-loss weight (docs/BENCHMARKS.md, "Recipe ablation")."""
+
+
 @dataclass
 class ModelConfig:
     """The ECG-conditioned language model: backbone, LoRA, ECG encoder and fusion."""
@@ -103,9 +107,10 @@ class ModelConfig:
     """`recipe: aligned`: epochs of the stage-1 label pre-training of the encoder + projector (0: none)."""
     encoder_pretrain_lr: float = 3e-3
     """`recipe: aligned`: peak learning rate of stage 1 (AdamW, 5 % warm-up, cosine decay to 0)."""
-    aux_label_loss_weight: float = 0.0
+    aux_label_loss_weight: float | None = None
     """`recipe: aligned`: weight of an auxiliary BCE label loss on the pooled ECG tokens (stage 1's head) added to
-    the LM loss during instruction tuning (0: LM loss only)."""
+    the LM loss during instruction tuning (0: LM loss only). Unset: the recipe's own, 0.5 for `aligned` signal runs
+    (`AUX_LABEL_LOSS_WEIGHT`), 0 for `meit` and image-branch runs; the saved config.yaml holds the value used."""
     ecg_input: Literal["signal", "zero"] = "signal"
     """`signal`: the real ECG; `zero`: an all-zero ECG, the no-ECG baseline (same model, same prompts)."""
     branch: Literal["signal", "image"] = "signal"
@@ -117,6 +122,11 @@ class ModelConfig:
     vision_llm: VisionLLMConfig = field(default_factory=VisionLLMConfig)
     """LLaMA 3.2 Vision settings (`image_model: mllama` only): model path or `tiny` (built on the text backbone),
     LoRA, report length."""
+
+    def __post_init__(self) -> None:
+        if self.aux_label_loss_weight is None:  # the recipe's own weight (image-branch runs train as `meit`)
+            aligned_signal = self.recipe == "aligned" and self.branch == "signal"
+            self.aux_label_loss_weight = AUX_LABEL_LOSS_WEIGHT if aligned_signal else 0.0
 
 
 @dataclass

@@ -63,7 +63,7 @@ from meit.util.locks import remove_stale_pid_temps
 set_parsing_settings(docstring_parse_attribute_docstrings=True)
 
 TRAINER_DEFAULTS: dict[str, Any] = {
-    "max_epochs": 16,
+    "max_epochs": 8,
     "accelerator": "auto",
     "devices": 1,
     "log_every_n_steps": 10,
@@ -133,9 +133,11 @@ class MEITCLI(LightningCLI):
         self.run_config, notes = check_run_config(RunConfig(**{k: init[k] for k in CONFIG_GROUPS}))
         for note in notes:
             print(f"[meit] {note}", flush=True)
-        # The saved config.yaml is the config that ran (an encoder filled in for --model.branch image included).
+        # The saved config.yaml is the config that ran (an encoder filled in for --model.branch image, the
+        # recipe's label-loss weight included).
         self.config["model.encoder"] = self.run_config.model.encoder
         self.config["model.encoder_kwargs"] = self.run_config.model.encoder_kwargs
+        self.config["model.aux_label_loss_weight"] = self.run_config.model.aux_label_loss_weight
         self.run_dir = choose_run_dir(init.run_dir)
         self.config["run_dir"] = str(self.run_dir)
         self.model = make_task(self.run_config)

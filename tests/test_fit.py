@@ -248,7 +248,8 @@ def test_a_tiny_seeded_run_gives_the_pinned_predictions(tmp_path):
     torch.set_num_threads(1)
     try:
         run_dir = main(tiny_args(tmp_path / "cache", tmp_path / "run", "--trainer.max_steps", "60",
-                                 "--optim.lr", "3e-3"))
+                                 "--optim.lr", "3e-3", "--model.aux_label_loss_weight", "0",
+                                 "--trainer.max_epochs", "16"))
     finally:
         torch.set_num_threads(threads)
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
