@@ -138,3 +138,11 @@ def test_a_config_saved_before_the_lora_group_still_loads():
     assert (cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.dropout) == (8, 16, 0.2)
     assert (cfg.model.vision_llm.lora.r, cfg.model.vision_llm.lora.targets) == (4, ["language_model"])
     assert saved["model"]["lora_r"] == 8 and "lora" not in saved["model"]  # the caller's dict is left as it was
+
+
+def test_the_label_loss_weight_defaults_to_the_recipes_own():
+    assert ModelConfig().aux_label_loss_weight == 0.5  # the aligned recipe of the signal branch
+    assert ModelConfig(recipe="meit").aux_label_loss_weight == 0.0  # MEIT's: the LM loss alone
+    assert ModelConfig(branch="image", encoder="cnn_small").aux_label_loss_weight == 0.0  # trains as MEIT's recipe
+    assert ModelConfig(aux_label_loss_weight=0.25).aux_label_loss_weight == 0.25
+    check_run_config(run_config(recipe="meit"))  # `--model.recipe meit` alone is valid
