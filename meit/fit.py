@@ -70,7 +70,7 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "num_sanity_val_steps": 0,
     "gradient_clip_val": 1.0,
 }
-"""The embedded CPU default's Trainer flags (each one is overridable, e.g. `--trainer.max_epochs 8`)."""
+"""The embedded CPU default's Trainer flags (each one is overridable, e.g. `--trainer.max_epochs 16`)."""
 
 CHECKPOINT_EVERY_N_STEPS = 50
 
