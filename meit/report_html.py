@@ -37,7 +37,7 @@ from meit.eval.label_metrics import LabelStats, label_space
 from meit.eval.labels import extract_labels
 from meit.runs.predict import open_split
 from meit.runs.rundir import CONFIG, METRICS, PREDICTIONS, RUN_INFO, read_config
-from meit.tasks.images import page_renderer
+from meit.tasks.images import EVAL_SEED, page_renderer
 from meit.util.atomic import write_text
 from meit.util.errors import UserFacingError
 
@@ -194,7 +194,7 @@ class ECGPictures:
 
         signal = self.split.cache[self.position[record_id]]
         if self.cfg.model.branch == "image":  # the input image, as `meit.runs.predict.generate` renders it
-            tensor = page_renderer(self.cfg.data)(signal, page_seed(0, record_id))
+            tensor = page_renderer(self.cfg.data)(signal, page_seed(EVAL_SEED, record_id))
             array = (tensor.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
             page = Image.fromarray(array)
         else:

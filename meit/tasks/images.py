@@ -11,14 +11,13 @@ same ones on a rerun or after a resume.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from meit.config import DataConfig, RunConfig
-from meit.data.dataset import ECGReportDataset, page_seed
+from meit.data.dataset import ECGReportDataset, PageRenderer, page_seed
 from meit.data.image_io import IMAGE_SUFFIXES, load_ecg_image
 from meit.data.records import load_signal
 from meit.data.render import ImageTransform, RenderConfig
@@ -30,15 +29,11 @@ TRAIN_SEED = 1
 """Seed of training pages."""
 
 
-def image_transform(cfg: DataConfig) -> Any:
-    """The `ImageTransform` of a data config: `cfg.render` settings, pages resized to `cfg.image_size`."""
+def page_renderer(cfg: DataConfig) -> PageRenderer:
+    """`render(signal, seed) -> (3, H, W)` page tensor of a data config, the one render factory (datasets, single
+    records, report.html): `ImageTransform` with the `cfg.render` settings, pages resized to `cfg.image_size`."""
     size = tuple(cfg.image_size) if cfg.image_size else None
-    return ImageTransform(cfg.sampling_rate, RenderConfig(**dict(cfg.render)), size)
-
-
-def page_renderer(cfg: DataConfig) -> Any:
-    """`render(signal, seed) -> (3, H, W)` page tensor of a data config (the `ECGReportDataset` renderer)."""
-    return image_transform(cfg).image
+    return ImageTransform(cfg.sampling_rate, RenderConfig(**dict(cfg.render)), size).image
 
 
 class EpochTaggedSampler(Sampler):
@@ -103,4 +98,4 @@ def image_input(path: str | Path, cfg: RunConfig) -> torch.Tensor:
     if str(path).lower().endswith(IMAGE_SUFFIXES):
         return load_ecg_image(path, size=size)
     signal = load_signal(Path(path), cfg.data.sampling_rate, cfg.data.n_samples).signal
-    return image_transform(cfg.data).image(np.asarray(signal, dtype=np.float32), page_seed(EVAL_SEED, str(path)))
+    return page_renderer(cfg.data)(np.asarray(signal, dtype=np.float32), page_seed(EVAL_SEED, str(path)))
