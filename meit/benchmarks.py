@@ -424,7 +424,7 @@ def load_smollm2_lora() -> tuple[nn.Module, int]:
 
     cfg = ModelConfig(llm=SMOLLM2, lora=LoRAConfig(r=64, alpha=128, dropout=0.1, targets=[
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
-    backbone = load_backbone(resolve_backbone(cfg), cfg)
+    backbone = load_backbone(resolve_backbone(cfg), cfg.backbone)
     torch.manual_seed(0)
     return apply_lora(backbone.model, cfg.lora).train(), int(backbone.model.config.vocab_size)
 

@@ -1,8 +1,9 @@
 """Checks of a whole run config at parse time, before any data is written or a backbone is built.
 
-An invalid combination, an out-of-range value or an unknown keyword in `--model.encoder_kwargs` /
-`--model.fusion_kwargs` fails in a second with a `UserFacingError` naming the flag. One setting is filled in rather
-than refused: `--model.branch image` with the default (signal) encoder picks the default image encoder.
+An invalid combination, an out-of-range value, an unknown keyword in `--model.encoder_kwargs` or
+`--data.image.render`, or a key of the older flat config (`--model.cache_dir`, a `--config` file with
+`model.fusion_kwargs`, ...) fails in a second with a `UserFacingError` naming the flag or file. One setting is filled
+in rather than refused: `--model.branch image` with the default (signal) encoder picks the default image encoder.
 """
 
 from __future__ import annotations
@@ -12,9 +13,22 @@ import math
 import typing
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from meit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TestConfig
+import yaml
+
+from meit.config import (
+    LEGACY_KEYS,
+    LEGACY_LORA_KEYS,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TestConfig,
+    legacy_keys,
+)
+from meit.data.render import RenderConfig
 from meit.encoders.registry import ENCODERS
 from meit.fusion.registry import FUSIONS
 from meit.llm.lora import LoRAConfig
@@ -24,8 +38,8 @@ from meit.util.errors import UserFacingError
 
 DEFAULT_IMAGE_ENCODER = "cnn_small"
 """The encoder `--model.branch image` uses when the run names none (the signal default is replaced by it)."""
-FUSION_SET_BY_RUN = {"llm": "the backbone", "encoder": "--model.encoder", "ecg_input": "--model.ecg_input"}
-"""Fusion constructor arguments the run fills in itself, and the flag that sets each."""
+XATTN_FLAGS = {key: f"--model.xattn.{key}" for key in ("every", "n_heads", "gate_init")}
+"""The options of `--model.fusion gated_xattn` alone."""
 
 
 def check_run_config(cfg: RunConfig) -> tuple[RunConfig, list[str]]:
@@ -69,10 +83,7 @@ def _check_model(model: ModelConfig) -> None:
     if model.fusion not in FUSIONS:
         raise UserFacingError("--model.fusion", f"unknown fusion {model.fusion!r}; choose from "
                                                 f"{', '.join(FUSIONS.names())}")
-    for key, flag in FUSION_SET_BY_RUN.items():
-        if key in model.fusion_kwargs:
-            raise UserFacingError("--model.fusion_kwargs", f"{key!r} is set by {flag}, not here")
-    _check_keywords("--model.fusion_kwargs", model.fusion_kwargs, FUSIONS.get(model.fusion), f"fusion {model.fusion}")
+    _check_fusion_options(model)
     kind = input_kind(encoder_factory)
     if model.branch == "signal" and model.image_model == "mllama":
         raise UserFacingError("--model.image_model", "mllama is an image-branch model: add --model.branch image")
@@ -92,6 +103,22 @@ def _check_model(model: ModelConfig) -> None:
     validate_recipe(model)
 
 
+def _check_fusion_options(model: ModelConfig) -> None:
+    projector, xattn = model.projector, model.xattn
+    _require(projector.mid_dim is None or (_is_int(projector.mid_dim) and projector.mid_dim >= 1),
+             "--model.projector.mid_dim", "an integer >= 1 (or null: the encoder's width)", projector.mid_dim)
+    if model.fusion != "gated_xattn":
+        default = type(xattn)()
+        for key, flag in XATTN_FLAGS.items():
+            if getattr(xattn, key) != getattr(default, key):
+                raise UserFacingError(flag, f"applies to --model.fusion gated_xattn only (this run: {model.fusion})")
+        return
+    _require(_is_int(xattn.every) and xattn.every >= 1, "--model.xattn.every", "an integer >= 1", xattn.every)
+    _require(xattn.n_heads is None or (_is_int(xattn.n_heads) and xattn.n_heads >= 1), "--model.xattn.n_heads",
+             "an integer >= 1 (or null: the backbone's)", xattn.n_heads)
+    _require(_finite(xattn.gate_init), "--model.xattn.gate_init", "a finite number", xattn.gate_init)
+
+
 def _check_lora(lora: LoRAConfig, flag: str, targets_are: str) -> None:
     _require(_is_int(lora.r) and lora.r >= 1, f"{flag}.r", "an integer >= 1", lora.r)
     _require(_positive(lora.alpha), f"{flag}.alpha", "a positive number", lora.alpha)
@@ -107,14 +134,26 @@ def _check_lora(lora: LoRAConfig, flag: str, targets_are: str) -> None:
 def _check_data(data: DataConfig, model: ModelConfig) -> None:
     for flag, value in (("sampling_rate", data.sampling_rate), ("n_samples", data.n_samples),
                         ("synthetic_n", data.synthetic_n), ("batch_size", data.batch_size),
-                        ("eval_batch_size", data.eval_batch_size), ("max_length", data.max_length)):
+                        ("eval_batch_size", data.eval_batch_size)):
         _require(_is_int(value) and value >= 1, f"--data.{flag}", "an integer >= 1", value)
     _require(_is_int(data.num_workers) and data.num_workers >= 0, "--data.num_workers", "an integer >= 0",
              data.num_workers)
+    _require(_is_int(data.max_report_tokens) and data.max_report_tokens >= 2, "--data.max_report_tokens",
+             "an integer >= 2 (a report token and the end token)", data.max_report_tokens)
+    try:
+        data.prompt.texts()
+    except (KeyError, IndexError, ValueError) as e:
+        raise UserFacingError("--data.prompt.template", f"must hold `{{instruction}}` and no other field ({e!r}); "
+                                                         f"got {data.prompt.template!r}") from None
     if model.branch == "image":
-        size = data.image_size
-        _require(len(size) == 2 and all(_is_int(s) and s >= 16 for s in size), "--data.image_size",
+        size = data.image.size
+        _require(len(size) == 2 and all(_is_int(s) and s >= 16 for s in size), "--data.image.size",
                  "[H, W] with sides >= 16", size)
+        _check_keywords("--data.image.render", data.image.render, RenderConfig, "meit.data.render.RenderConfig")
+        try:
+            RenderConfig(**data.image.render)
+        except (TypeError, ValueError) as e:
+            raise UserFacingError("--data.image.render", str(e)) from None
 
 
 def _check_optim(optim: OptimConfig) -> None:
@@ -136,6 +175,41 @@ def _check_test(test: TestConfig) -> None:
              "an integer >= 1 (or null: every test record)", test.limit)
     _require(_is_int(test.n_bootstrap) and test.n_bootstrap >= 0, "--test.n_bootstrap", "an integer >= 0",
              test.n_bootstrap)
+
+
+# ----------------------------------------------------------------------------------------------- older configs
+
+
+def check_no_legacy_args(args: list[str]) -> None:
+    """Refuses a command line that uses a key of the older flat config, pointing to where it is now.
+
+    Looks at the flags themselves (`--model.cache_dir DIR`) and at every `--config FILE` they name.
+
+    Raises:
+        meit.util.errors.UserFacingError: naming the flag or the file, and the key's new name.
+    """
+    moved = {**LEGACY_KEYS, **{f"model.{old}": f"model.lora.{new}" for old, new in LEGACY_LORA_KEYS.items()},
+             "model.vision_llm.max_report_tokens": "data.max_report_tokens"}
+    for i, arg in enumerate(args):
+        flag, _, inline = arg.partition("=")
+        if flag.startswith("--") and flag[2:] in moved:
+            raise UserFacingError(flag, f"is now --{moved[flag[2:]]} (the config was regrouped; see "
+                                        f"docs/CONFIG.md)")
+        if flag == "--config":
+            path = inline or (args[i + 1] if i + 1 < len(args) else "")
+            _check_config_file(Path(path))
+
+
+def _check_config_file(path: Path) -> None:
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return  # the parser reports an unreadable file itself
+    if isinstance(values, dict):
+        found = legacy_keys(values)
+        if found:
+            moves = "; ".join(f"{old} is now {new}" for old, new in found)
+            raise UserFacingError(path, f"uses keys of the older flat config: {moves} (see docs/CONFIG.md)")
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -193,8 +267,8 @@ def _check_keywords(flag: str, kwargs: Any, factory: Callable[..., Any], what: s
     accepted, open_ended = factory_keywords(factory)
     unknown = sorted(set(kwargs) - accepted)
     if unknown and not open_ended:
-        choices = sorted(accepted - set(FUSION_SET_BY_RUN))
-        raise UserFacingError(flag, f"{what} takes no {', '.join(map(repr, unknown))}; it takes: {', '.join(choices)}")
+        raise UserFacingError(flag, f"{what} takes no {', '.join(map(repr, unknown))}; it takes: "
+                                    f"{', '.join(sorted(accepted))}")
 
 
 def _require(ok: bool, flag: str, expected: str, value: Any) -> None:

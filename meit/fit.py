@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from meit.config import CONFIG_GROUPS, RunConfig, add_config_groups
-from meit.config_checks import check_run_config
+from meit.config_checks import check_no_legacy_args, check_run_config
 from meit.data.mimic import machine_measurements_for
 from meit.eval import HEADLINE_METRICS
 from meit.llm.backbone import resolve_backbone
@@ -237,7 +237,7 @@ def fit(cli: MEITCLI) -> Path:
     if needs_text_backbone(cfg.model):  # a real Mllama brings its own language model
         # Pre-training a backbone that is not cached yet draws random numbers; the run's own must not depend on it.
         with torch.random.fork_rng(devices=[]):
-            reference = resolve_backbone(cfg.model, corpus=dm.train_reports(), extra_texts=dm.instructions())
+            reference = resolve_backbone(cfg.model, cfg.data.cache_dir, dm.train_reports(), dm.instructions())
     build_task(module, cfg, reference, trainer.strategy.root_device.type)
     dm.set_collator(module.collator)
     timings["backbone_s"] = time.perf_counter() - tick
@@ -273,7 +273,7 @@ def fit(cli: MEITCLI) -> Path:
         tick = time.perf_counter()
         # This invocation resolved the backbone itself: reloading it is what the command line asked for.
         info["metrics"].update(probe_run(run_dir, device=str(trainer.strategy.root_device),
-                                         trust_remote_code=cfg.model.trust_remote_code,
+                                         trust_remote_code=cfg.model.backbone.trust_remote_code,
                                          allow_unverified_backbone=True))
         timings["probe_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - start
@@ -354,6 +354,7 @@ def run_one(args: list[str], continue_runs: bool = False) -> Path:
     under DDP; every rank exits 0). With `continue_runs` (each seed of `--seeds`) a finished run of the same config
     in the run directory is reused and a killed one resumes from its last checkpoint (`continue_run`)."""
     try:
+        check_no_legacy_args(args)
         cli = MEITCLI(args)
         run_dir = cli.run_dir if continue_runs and continue_run(cli) else fit(cli)
     finally:  # the name is for this run's spawned ranks only

@@ -3,7 +3,7 @@
 RECORD is a WFDB record path without extension (e.g. `records100/00000/00001_lr`); its 12 standard leads are
 selected by name, resampled to the run's rate and cropped/padded to the run's length, as in training. Image-branch
 runs (`--model.branch image`) also read an image file (PNG/JPEG; converted to RGB and resized to the run's
-`data.image_size`, with a notice), and render a RECORD like their test pages.
+`data.image.size`, with a notice), and render a RECORD like their test pages.
 
 Before the model is loaded the input's quality is checked (`meit.data.quality`): problems (flat leads, amplitude
 out of range, a noise-like spectrum, an implausible heart rate, a small or blank image) are printed on stderr as
@@ -117,7 +117,8 @@ def report_with_quality(record: str | Path, run_dir: str | Path, device: str = "
 
     ecg, quality = read_input(record, _run_config(run_dir, trust_remote_code))
     task, _, cfg = load_run(run_dir, device, trust_remote_code, allow_unverified_backbone)
-    data = cfg.data if instruction is None else dataclasses.replace(cfg.data, instruction=instruction)
+    data = cfg.data if instruction is None else dataclasses.replace(
+        cfg.data, prompt=dataclasses.replace(cfg.data.prompt, instruction=instruction))
     item = {"id": str(record), "ecg": ecg, "report": "", "labels": []}
     return task.generate_reports(task.collator(data, generate=True)([item]))[0], quality
 

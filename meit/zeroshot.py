@@ -141,8 +141,8 @@ def write_outputs(summary: dict[str, Any], out_dir: Path) -> None:
 def run_config_file(path: str | Path, load_options: dict[str, bool] | None = None) -> dict[str, Any]:
     """The whole experiment of a zeroshot YAML: train (or reuse) the run, then test it.
 
-    The YAML is this invocation's input, so its `fit.model.trust_remote_code` allows remote code as the same flag
-    of `meit.fit` does; a run trained now is reloaded without the backbone check (this invocation resolved it), a
+    The YAML is this invocation's input, so its `fit.model.backbone.trust_remote_code` allows remote code as the same
+    flag of `meit.fit` does; a run trained now is reloaded without the backbone check (this invocation resolved it), a
     reused one is checked as `meit.runs.rundir.load_run` checks any saved run (`load_options`: the command line's
     flags).
 

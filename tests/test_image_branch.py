@@ -14,7 +14,7 @@ import yaml
 from PIL import Image
 from test_fit import print_config, tiny_args
 
-from meit.config import DataConfig
+from meit.config import DataConfig, ImageInputConfig
 from meit.fit import main
 from meit.tasks.base import warmup_schedule
 
@@ -30,7 +30,7 @@ def tiny_image_args(cache: Path, run_dir: Path, *extra: str) -> list[str]:
         cache, run_dir,
         "--model.branch", "image", "--model.encoder", "cnn_small",
         "--model.encoder_kwargs", '{"widths": [8, 8, 16, 16], "n_tokens": 4}',
-        "--data.image_size", "[64, 80]", "--data.render", '{"dpi": 30}',
+        "--data.image.size", "[64, 80]", "--data.image.render", '{"dpi": 30}',
         "--trainer.max_steps", "2", "--test.max_new_tokens", "8", *extra,
     )
 
@@ -39,7 +39,7 @@ def test_new_fields_default_to_the_signal_branch(capsys):
     config = print_config(capsys)
     assert (config["model"]["branch"], config["model"]["image_model"]) == ("signal", "encoder")
     assert config["optim"]["schedule"] == "linear" and config["model"]["vision_llm"]["lora"]["dropout"] == 0.05
-    assert config["data"]["image_size"] == [224, 288] and config["data"]["render"] == {"dpi": 50}
+    assert config["data"]["image"] == {"size": [224, 288], "render": {"dpi": 50}}
 
 
 def test_the_llama32_vision_preset_parses(capsys):
@@ -53,8 +53,8 @@ def test_help_documents_the_image_flags(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--model.branch", "--model.image_model", "--model.vision_llm.model", "--data.image_size",
-                 "--data.render", "--optim.schedule"):
+    for flag in ("--model.branch", "--model.image_model", "--model.vision_llm.model", "--data.image.size",
+                 "--data.image.render", "--optim.schedule"):
         assert flag in text
 
 
@@ -75,7 +75,7 @@ def test_rendered_items_are_deterministic_per_record(tmp_path):
     from meit.tasks.datamodule import MEITDataModule
     from meit.tasks.images import ImageDataModule
 
-    data = DataConfig(synthetic_n=40, cache_dir=str(tmp_path), image_size=[48, 64], render={"dpi": 30})
+    data = DataConfig(synthetic_n=40, cache_dir=str(tmp_path), image=ImageInputConfig([48, 64], {"dpi": 30}))
     dm = ImageDataModule(data)
     dm.setup()
     first, again = dm.datasets["test"][0], dm.datasets["test"][0]
@@ -92,7 +92,7 @@ def test_training_pages_change_each_epoch_and_repeat_on_a_rerun(tmp_path):
     from meit.tasks.images import EpochTaggedSampler, ImageDataModule
 
     render = {"dpi": 30, "artefacts": {"rotation": 0.5, "noise": 0.5}}
-    data = DataConfig(synthetic_n=40, cache_dir=str(tmp_path), image_size=[48, 64], render=render)
+    data = DataConfig(synthetic_n=40, cache_dir=str(tmp_path), image=ImageInputConfig([48, 64], render))
     dm = ImageDataModule(data)
     dm.setup()
     train = dm.datasets["train"]
@@ -168,11 +168,11 @@ def tiny_mllama_args(cache: Path, run_dir: Path, model: str, *extra: str) -> lis
     """`tiny_image_args` for `--model.image_model mllama` (`model`: tiny, a folder or a hub id), 4 test records."""
     return tiny_image_args(
         cache, run_dir, "--model.image_model", "mllama", "--model.vision_llm.model", model,
-        "--model.vision_llm.lora.r", "4", "--model.vision_llm.max_report_tokens", "16",
+        "--model.vision_llm.lora.r", "4", "--data.max_report_tokens", "17",
         "--model.vision_llm.tiny", '{"image_size": 56, "patch_size": 14, "max_num_tiles": 2, '
         '"vision_hidden_size": 32, "vision_layers": 1, "vision_global_layers": 1, "vision_heads": 2, '
         '"cross_attention_layers": [1]}',
-        "--data.image_size", "[56, 72]", "--optim.schedule", "cosine", "--optim.lr", "1e-3",
+        "--data.image.size", "[56, 72]", "--optim.schedule", "cosine", "--optim.lr", "1e-3",
         "--test.limit", "4", "--test.max_new_tokens", "6", *extra)
 
 
@@ -206,9 +206,9 @@ def test_a_mllama_folder_needs_no_text_backbone(image_run, mllama_run, tmp_path)
 
     cache, _ = image_run
     folder = next((cache / "backbones" / "mllama").glob("tiny-mllama-*"))  # written by the tiny run: a Mllama folder
-    fresh = tmp_path / "model-cache"
-    run_dir = main(tiny_mllama_args(cache, tmp_path / "run", str(folder), "--model.cache_dir", str(fresh)))
-    assert not fresh.exists()  # no text backbone was pre-trained or cached
+    fresh = tmp_path / "cache"  # the run's data is written here afresh, and no text backbone is built
+    run_dir = main(tiny_mllama_args(cache, tmp_path / "run", str(folder), "--data.cache_dir", str(fresh)))
+    assert (fresh / "synthetic").is_dir() and not (fresh / "backbones").exists()
     assert json.loads((run_dir / "backbone.json").read_text()) == {"kind": "mllama", "path": str(folder)}
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     run = load(run_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from meit.config import DataConfig, EmbeddedLMConfig, ModelConfig, OptimConfig
+from meit.config import BackboneConfig, DataConfig, EmbeddedLMConfig, ModelConfig, OptimConfig
 from meit.fusion.splice import IGNORE_INDEX
 from meit.llm import backbone as bb
 from meit.llm.lora import LoRAConfig
@@ -17,15 +17,14 @@ REPORTS = ["sinus rhythm. normal ecg.", "atrial fibrillation. left bundle branch
 TINY_LM = EmbeddedLMConfig(vocab_size=400, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
                            intermediate_size=64, max_position_embeddings=64, pretrain_steps=60, pretrain_batch_size=4,
                            pretrain_lr=0.02)
-DATA = DataConfig(max_length=24)
+DATA = DataConfig(max_report_tokens=24)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[ModelConfig, dict]:
-    cfg = ModelConfig(embedded=TINY_LM, cache_dir=str(tmp_path_factory.mktemp("cache")),
-                      lora=LoRAConfig(r=8, alpha=16, dropout=0.0), encoder_kwargs={"widths": [8, 8, 16, 16]})
-    prompts = [DATA.prompt_template.format(instruction=i) for i in (DATA.instruction, *DATA.paraphrases)]
-    return cfg, bb.resolve_backbone(cfg, corpus=REPORTS * 4, extra_texts=prompts)
+    cfg = ModelConfig(backbone=BackboneConfig(embedded=TINY_LM), lora=LoRAConfig(r=8, alpha=16, dropout=0.0),
+                      encoder_kwargs={"widths": [8, 8, 16, 16]})
+    return cfg, bb.resolve_backbone(cfg, tmp_path_factory.mktemp("cache"), REPORTS * 4, DATA.prompt.texts())
 
 
 def make_module(reference, **overrides) -> FusionTask:
@@ -33,7 +32,7 @@ def make_module(reference, **overrides) -> FusionTask:
     cfg = ModelConfig(**{**cfg.__dict__, **overrides})
     torch.manual_seed(0)
     module = FusionTask(cfg, OptimConfig(lr=3e-3), max_new_tokens=24)
-    module.build(bb.load_backbone(ref, cfg))
+    module.build(bb.load_backbone(ref, cfg.backbone))
     return module
 
 
@@ -57,19 +56,20 @@ def test_collate_masks_the_prompt_and_samples_instructions_only_in_training(refe
         assert tok.decode(labelled[:-1]) == REPORTS[row]
         prompt = batch["input_ids"][row][batch["labels"][row] == IGNORE_INDEX]
         prompt = prompt[batch["attention_mask"][row][: len(prompt)] == 1]
-        assert tok.decode(prompt, skip_special_tokens=True) == DATA.prompt_template.format(instruction=DATA.instruction)
+        expected = DATA.prompt.template.format(instruction=DATA.prompt.instruction)
+        assert tok.decode(prompt, skip_special_tokens=True) == expected
     generate = PromptCollator(tok, DATA, generate=True)(items(ecg))
     assert "labels" not in generate and bool(generate["attention_mask"][:, -1].all())  # left padded
     sampled = {PromptCollator(tok, DATA, train=True).prompt() for _ in range(200)}
-    assert len(sampled) == 1 + len(DATA.paraphrases)
-    assert {PromptCollator(tok, DATA).prompt() for _ in range(20)} == {DATA.instruction + "\n"}
+    assert len(sampled) == 1 + len(DATA.prompt.paraphrases)
+    assert {PromptCollator(tok, DATA).prompt() for _ in range(20)} == {DATA.prompt.instruction + "\n"}
 
 
 def test_reports_are_truncated_to_max_length(reference):
     tok = make_module(reference).tokenizer
-    short = DataConfig(max_length=4)
+    short = DataConfig(max_report_tokens=4)
     batch = PromptCollator(tok, short)(items(torch.randn(2, 12, 100)))
-    assert int((batch["labels"] != IGNORE_INDEX).sum(1).max()) <= short.max_length
+    assert int((batch["labels"] != IGNORE_INDEX).sum(1).max()) <= short.max_report_tokens
 
 
 def test_trainable_state_holds_no_backbone_weight(reference):

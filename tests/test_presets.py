@@ -8,6 +8,7 @@ from test_fit import REPO
 from test_fusion import tiny_llm
 from torch import nn
 
+from meit.config import ModelConfig, ProjectorConfig
 from meit.encoders import build_encoder
 from meit.fusion import build_fusion
 
@@ -19,7 +20,8 @@ def test_paper_preset_encoder_and_projector_match_meit(preset):
     model = yaml.safe_load(preset.read_text())["model"]
     encoder = build_encoder(model["encoder"], **model.get("encoder_kwargs", {}))
     assert encoder.out_dim == 2048 and encoder.n_tokens == 1
-    net = build_fusion(model["fusion"], tiny_llm(), encoder, **model.get("fusion_kwargs", {}))  # hidden 64, head 16
+    options = ModelConfig(fusion=model["fusion"], projector=ProjectorConfig(**model["projector"])).fusion_kwargs()
+    net = build_fusion(model["fusion"], tiny_llm(), encoder, **options)  # hidden 64, head 16
     linears = [m for m in net.projector.net if isinstance(m, nn.Linear)]
     norms = [m for m in net.projector.net if not isinstance(m, (nn.Linear, nn.ReLU))]
     assert [(m.in_features, m.out_features) for m in linears] == [(2048, 2048), (2048, 16)]

@@ -84,7 +84,8 @@ def test_a_1x1_png_is_refused_by_an_image_run(tmp_path, monkeypatch):
     png = tmp_path / "dot.png"
     Image.new("RGB", (1, 1), "white").save(png)
     monkeypatch.setattr(meit.tasks.images, "image_input", lambda path, cfg: torch.ones(3, 224, 224))
-    cfg = SimpleNamespace(model=SimpleNamespace(branch="image"), data=SimpleNamespace(image_size=(224, 224)))
+    image = SimpleNamespace(size=(224, 224))
+    cfg = SimpleNamespace(model=SimpleNamespace(branch="image"), data=SimpleNamespace(image=image))
     with pytest.raises(InputQualityError, match="1x1 pixels"):
         read_input(png, cfg)
 

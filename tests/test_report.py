@@ -21,10 +21,11 @@ def run_dir(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("report")
     cache = base / "cache"
     return main([
-        "--data.synthetic_n", "60", "--data.cache_dir", str(cache), "--model.cache_dir", str(cache),
-        "--data.batch_size", "8", "--model.embedded.hidden_size", "32", "--model.embedded.num_layers", "2",
-        "--model.embedded.num_heads", "4", "--model.embedded.intermediate_size", "64",
-        "--model.embedded.pretrain_steps", "20", "--model.embedded.pretrain_lr", "0.02", "--model.lora.r", "4",
+        "--data.synthetic_n", "60", "--data.cache_dir", str(cache),
+        "--data.batch_size", "8", "--model.backbone.embedded.hidden_size", "32",
+        "--model.backbone.embedded.num_layers", "2", "--model.backbone.embedded.num_heads", "4",
+        "--model.backbone.embedded.intermediate_size", "64", "--model.backbone.embedded.pretrain_steps", "20",
+        "--model.backbone.embedded.pretrain_lr", "0.02", "--model.lora.r", "4",
         "--model.encoder_kwargs", '{"widths": [8, 8, 16, 16]}', "--trainer.max_steps", "2",
         "--trainer.enable_progress_bar", "false", "--test.skip", "true", "--test.max_new_tokens", "16",
         "--run_dir", str(base / "run"),

@@ -29,9 +29,10 @@ from meit.runs.predict import EvalSplit
 
 TINY_FIT = [
     "--data.synthetic_n", "60", "--data.batch_size", "4", "--data.eval_batch_size", "8",
-    "--model.embedded.pretrain_steps", "5", "--model.embedded.hidden_size", "32", "--model.embedded.num_layers", "1",
-    "--model.embedded.num_heads", "2", "--model.embedded.num_kv_heads", "2", "--model.embedded.intermediate_size",
-    "64", "--model.embedded.vocab_size", "300", "--model.lora.r", "2", "--model.lora.alpha", "4",
+    "--model.backbone.embedded.pretrain_steps", "5", "--model.backbone.embedded.hidden_size", "32",
+    "--model.backbone.embedded.num_layers", "1", "--model.backbone.embedded.num_heads", "2",
+    "--model.backbone.embedded.num_kv_heads", "2", "--model.backbone.embedded.intermediate_size", "64",
+    "--model.backbone.embedded.vocab_size", "300", "--model.lora.r", "2", "--model.lora.alpha", "4",
     "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
     "--test.skip", "true", "--test.max_new_tokens", "6",
 ]

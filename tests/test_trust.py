@@ -57,7 +57,7 @@ def evil_folder(run_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
 
 def set_saved_trust(run_dir: Path) -> None:
     config = yaml.safe_load((run_dir / CONFIG).read_text())
-    config["model"]["trust_remote_code"] = True
+    config["model"]["backbone"]["trust_remote_code"] = True
     (run_dir / CONFIG).write_text(yaml.safe_dump(config))
 
 
@@ -75,7 +75,7 @@ def test_a_saved_trust_remote_code_never_runs_the_folders_code(trained, tmp_path
     assert out.returncode == 2, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     assert out.stderr.startswith("error: ") and str(run_dir / CONFIG) in out.stderr
-    assert "model.trust_remote_code: true" in out.stderr and "--trust_remote_code" in out.stderr
+    assert "model.backbone.trust_remote_code: true" in out.stderr and "--trust_remote_code" in out.stderr
     with pytest.raises(UntrustedCodeError, match="config.yaml"):
         load_run(run_dir)
     assert not marker.exists()

@@ -338,7 +338,8 @@ def test_preset_matches_the_paper() -> None:
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (64, 128, 0.05)
     assert tuple(cfg.lora.targets) == MLLAMA_TOWERS
     assert preset["model"]["branch"] == "image" and preset["model"]["image_model"] == "mllama"
-    assert preset["model"]["gradient_checkpointing"] is True
-    assert preset["model"]["attn_implementation"] == "sdpa"
+    assert preset["model"]["backbone"]["gradient_checkpointing"] is True
+    assert preset["model"]["backbone"]["attn_implementation"] == "sdpa"
+    assert preset["data"]["max_report_tokens"] == 128
     assert preset["optim"]["lr"] == pytest.approx(2e-4) and preset["optim"]["schedule"] == "cosine"
     assert preset["trainer"]["max_epochs"] == 3 and preset["trainer"]["precision"] == "bf16-mixed"

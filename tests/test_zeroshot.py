@@ -70,7 +70,7 @@ def test_zeroshot_experiment_from_a_config(tmp_path, monkeypatch):
                 "intermediate_size": 64, "vocab_size": 300}
     fit = {"data": {"dataset": "synthetic", "synthetic_format": "mimic", "synthetic_n": 60, "batch_size": 4,
                     "eval_batch_size": 8},
-           "model": {"embedded": embedded, "lora": {"r": 2, "alpha": 4}},
+           "model": {"backbone": {"embedded": embedded}, "lora": {"r": 2, "alpha": 4}},
            "trainer": {"max_steps": 2, "enable_progress_bar": False, "logger": False},
            "test": {"skip": True, "max_new_tokens": 6}}
     spec = {"run_dir": str(tmp_path / "run"), "fit": fit, "limit": 4, "n_bootstrap": 20,

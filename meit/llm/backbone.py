@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
-from meit.config import EmbeddedLMConfig, ModelConfig, default_cache_dir
+from meit.config import BackboneConfig, EmbeddedLMConfig, ModelConfig, default_cache_dir
 from meit.fusion.splice import IGNORE_INDEX
 from meit.llm.lora import freeze
 from meit.util.atomic import write_json
@@ -52,16 +52,18 @@ class Backbone:
     reference: dict[str, Any]
 
 
-def cache_root(cfg: ModelConfig) -> Path:
-    """The folder holding cached backbones."""
-    return Path(cfg.cache_dir or default_cache_dir()) / "backbones"
+def cache_root(cache_dir: str | Path | None) -> Path:
+    """The folder holding cached backbones, inside the run's cache (`--data.cache_dir`, else the default)."""
+    return Path(cache_dir or default_cache_dir()) / "backbones"
 
 
-def resolve_backbone(cfg: ModelConfig, corpus: Sequence[str] | None = None, extra_texts: Sequence[str] = ()) -> dict:
+def resolve_backbone(cfg: ModelConfig, cache_dir: str | Path | None = None, corpus: Sequence[str] | None = None,
+                     extra_texts: Sequence[str] = ()) -> dict:
     """Turns `cfg.llm` into a backbone reference, building cached folders where needed.
 
     Args:
-        cfg: the model config.
+        cfg: the model config (`llm`, `backbone.embedded`).
+        cache_dir: the run's cache (`--data.cache_dir`; default: `$MEIT_CACHE_DIR` or `~/.cache/meit`).
         corpus: the training split's reports (needed only by the embedded default).
         extra_texts: more texts the embedded tokenizer must encode compactly (the instructions).
 
@@ -71,10 +73,10 @@ def resolve_backbone(cfg: ModelConfig, corpus: Sequence[str] | None = None, extr
     if cfg.llm == EMBEDDED:
         if corpus is None:
             raise ValueError("the embedded backbone is pre-trained on the training reports: pass `corpus`")
-        path, digest = build_embedded(corpus, extra_texts, cfg.embedded, cache_root(cfg))
+        path, digest = build_embedded(corpus, extra_texts, cfg.backbone.embedded, cache_root(cache_dir))
         return {"llm": cfg.llm, "path": str(path), "hash": digest}
     if cfg.llm == SMOLLM2:
-        path = smollm2_folder(cache_root(cfg))
+        path = smollm2_folder(cache_root(cache_dir))
         return {"llm": cfg.llm, "path": str(path), "hash": _read_meta(path).get("hash")}
     if Path(cfg.llm).is_dir():  # a model folder: its build hash, or a fingerprint, lets a saved run verify it later
         folder = Path(cfg.llm)
@@ -82,14 +84,14 @@ def resolve_backbone(cfg: ModelConfig, corpus: Sequence[str] | None = None, extr
     return {"llm": cfg.llm, "path": cfg.llm, "hash": None}
 
 
-def load_backbone(reference: dict, cfg: ModelConfig, device_type: str = "cpu",
+def load_backbone(reference: dict, cfg: BackboneConfig, device_type: str = "cpu",
                   local_files_only: bool = False) -> Backbone:
     """Loads a resolved backbone with `from_pretrained` and freezes it.
 
     Args:
         reference: from `resolve_backbone` (or a run directory's `backbone.json`, checked by
             `verify_saved_reference` first).
-        cfg: the model config (remote code, attention kernel, gradient checkpointing). `cfg.trust_remote_code` is
+        cfg: `model.backbone` (remote code, attention kernel, gradient checkpointing). `cfg.trust_remote_code` is
             the current command line's choice (`meit.runs.rundir.read_config` resets a saved one).
         device_type: "cpu" loads fp32; "cuda" loads bf16 (the frozen weights of a 7B model halve).
         local_files_only: never reach the network (loading a saved run).
@@ -145,8 +147,8 @@ def check_remote_code(path: str | Path, trust_remote_code: bool, local_files_onl
         if declared:
             raise UntrustedCodeError(file, f"declares its own Python code (auto_map: {declared}); MEIT does not run "
                                      "it, nor load a different built-in class in its place, unless the command line "
-                                     f"passes --trust_remote_code (meit.fit: --model.trust_remote_code true). Pass "
-                                     f"it only if you trust {path}")
+                                     "passes --trust_remote_code (meit.fit: --model.backbone.trust_remote_code true). "
+                                     f"Pass it only if you trust {path}")
 
 
 def _model_file(path: str | Path, name: str, local_files_only: bool) -> Path | None:

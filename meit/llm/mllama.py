@@ -105,7 +105,8 @@ class TinyMllamaSpec:
 
 @dataclass
 class VisionLLMConfig:
-    """LLaMA 3.2 Vision with LoRA (arXiv 2501.18670): model, adapters and report length."""
+    """LLaMA 3.2 Vision with LoRA (arXiv 2501.18670): model and adapters (its report limit is
+    `data.max_report_tokens`, the same as the fusion models')."""
 
     model: str = TINY
     """`tiny` (built on the text backbone, for CPUs) or a Mllama folder or hub id (`meta-llama/Llama-3.2-11B-...`)."""
@@ -113,8 +114,6 @@ class VisionLLMConfig:
     """LoRA (paper: r 64, alpha 128, dropout 0.05); `targets` are towers whose linear layers get adapters, of
     `language_model`, `multi_modal_projector`, `vision_model` (default: all three, i.e. every linear layer except
     `lm_head`, as the paper); `[language_model]` adapts the text side only."""
-    max_report_tokens: int = 128
-    """Longest training report in tokens (truncated beyond, then the end-of-turn token)."""
     tiny: TinyMllamaSpec = field(default_factory=TinyMllamaSpec)
     """Shape of the `tiny` model (ignored otherwise)."""
 
@@ -329,15 +328,13 @@ class MllamaReportModel(nn.Module):
     Args:
         model: a `MllamaForConditionalGeneration`, usually LoRA-wrapped by `apply_mllama_lora`.
         processor: its `MllamaProcessor` (image processor, tokenizer with `<|image|>`, chat template).
-        max_report_tokens: longest training report in tokens.
     """
 
-    def __init__(self, model: nn.Module, processor: Any, max_report_tokens: int = 128) -> None:
+    def __init__(self, model: nn.Module, processor: Any) -> None:
         super().__init__()
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        self.max_report_tokens = max_report_tokens
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         pad = self.tokenizer.pad_token_id
         self.pad_id = self.tokenizer.eos_token_id if pad is None else pad
@@ -376,7 +373,7 @@ class MllamaReportModel(nn.Module):
             model = apply_mllama_lora(base, cfg.lora)
         else:
             model = base
-        return cls(model, processor, cfg.max_report_tokens)
+        return cls(model, processor)
 
     # ------------------------------------------------------------------------------------------------ prompts
 
@@ -417,7 +414,7 @@ class MllamaReportModel(nn.Module):
         return get_base() if callable(get_base) else self.model
 
     def encode(self, images: Sequence[ImageLike] | torch.Tensor, instructions: str | Sequence[str],
-               reports: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+               reports: Sequence[str] | None = None, max_report_tokens: int | None = None) -> dict[str, torch.Tensor]:
         """Model inputs for a batch (CPU tensors; usable in a DataLoader `collate_fn`).
 
         With `reports` (training): right padding, `labels` = report + end-of-turn tokens, -100 elsewhere (chat
@@ -428,6 +425,8 @@ class MllamaReportModel(nn.Module):
                 float tensor in [0, 1].
             instructions: one instruction for all examples or one per example.
             reports: the target reports.
+            max_report_tokens: longest training target in tokens, the end-of-turn tokens included (the report is
+                truncated before them; None: no limit).
 
         Returns:
             input_ids, attention_mask, cross_attention_mask (B, L, 1, tiles), pixel_values (B, 1, tiles, 3, h, w),
@@ -441,8 +440,8 @@ class MllamaReportModel(nn.Module):
         prompts = [self.tokenizer(self.prompt_text(t), add_special_tokens=False).input_ids for t in texts]
         targets = None
         if reports is not None:
-            targets = [self.tokenizer(r, add_special_tokens=False).input_ids[: self.max_report_tokens] + self.end_ids
-                       for r in reports]
+            room = None if max_report_tokens is None else max(max_report_tokens - len(self.end_ids), 0)
+            targets = [self.tokenizer(r, add_special_tokens=False).input_ids[:room] + self.end_ids for r in reports]
         vision = self.processor.image_processor(images=[[p] for p in pils], return_tensors="pt")
         batch = self._pad(prompts, targets, left=reports is None)
         batch["cross_attention_mask"] = self._cross_attention_mask(batch["input_ids"], vision.pop("num_tiles"))

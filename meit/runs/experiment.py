@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from meit.config import legacy_keys
 from meit.runs.rundir import check_same_settings, is_finished
 from meit.util.atomic import write_text
 from meit.util.errors import UserFacingError
@@ -39,13 +40,17 @@ def check_fit_block(block: Any, where: str) -> dict[str, Any]:
                                      f"{block!r}")
     if "run_dir" in block:
         raise UserFacingError(where, "holds run_dir: the experiment chooses each run's directory")
+    found = legacy_keys(block)
+    if found:
+        moves = "; ".join(f"{old} is now {new}" for old, new in found)
+        raise UserFacingError(where, f"uses keys of the older flat config: {moves} (see docs/CONFIG.md)")
     return block
 
 
 def asks_remote_code(block: dict[str, Any]) -> bool:
-    """Whether a `meit.fit` config block sets `model.trust_remote_code` to true (the experiment's own YAML, so it
-    allows remote code as the same `meit.fit` flag does)."""
-    return (block.get("model") or {}).get("trust_remote_code") is True
+    """Whether a `meit.fit` config block sets `model.backbone.trust_remote_code` to true (the experiment's own YAML,
+    so it allows remote code as the same `meit.fit` flag does)."""
+    return ((block.get("model") or {}).get("backbone") or {}).get("trust_remote_code") is True
 
 
 def train_or_reuse(run_dir: Path, block: dict[str, Any], tag: str) -> bool:

@@ -182,7 +182,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def read_config(run_dir: str | Path, trust_remote_code: bool = False) -> RunConfig:
-    """The `RunConfig` saved in a run directory's config.yaml, with `model.trust_remote_code` set from the caller.
+    """The `RunConfig` saved in a run directory's config.yaml, `model.backbone.trust_remote_code` set by the caller.
 
     A run directory is data, not instructions: whether remote code may run is the current command line's choice
     (`--trust_remote_code`), never the saved file's.
@@ -194,8 +194,8 @@ def read_config(run_dir: str | Path, trust_remote_code: bool = False) -> RunConf
     Raises:
         FileNotFoundError: config.yaml is missing.
         RunFileError: config.yaml is empty, not YAML, or not a `meit.fit` configuration.
-        UntrustedCodeError: the saved run needs remote code (`model.trust_remote_code: true`) and the caller does
-            not allow it.
+        UntrustedCodeError: the saved run needs remote code (`model.backbone.trust_remote_code: true`) and the
+            caller does not allow it.
     """
     path = Path(run_dir) / CONFIG
     try:
@@ -210,11 +210,12 @@ def read_config(run_dir: str | Path, trust_remote_code: bool = False) -> RunConf
         cfg = run_config_from_dict(values)
     except Exception as e:  # jsonargparse reports unknown keys and wrong types with several exception types
         raise RunFileError(path, f"not a `meit.fit` configuration ({e})") from None
-    if cfg.model.trust_remote_code and not trust_remote_code:
-        raise UntrustedCodeError(path, "sets `model.trust_remote_code: true`: loading this run would run code from "
-                                 f"its backbone folder or hub id ({cfg.model.llm}). A saved setting never allows "
-                                 "that; pass --trust_remote_code if you trust this run directory and its backbone")
-    cfg.model.trust_remote_code = trust_remote_code
+    if cfg.model.backbone.trust_remote_code and not trust_remote_code:
+        raise UntrustedCodeError(path, "sets `model.backbone.trust_remote_code: true`: loading this run would run "
+                                 f"code from its backbone folder or hub id ({cfg.model.llm}). A saved setting never "
+                                 "allows that; pass --trust_remote_code if you trust this run directory and its "
+                                 "backbone")
+    cfg.model.backbone.trust_remote_code = trust_remote_code
     return cfg
 
 

@@ -135,7 +135,7 @@ def _collate(items: list[tuple[torch.Tensor, set[str]]]) -> tuple[torch.Tensor, 
 def _signature(cfg: ModelConfig, data_cfg: Any, space: Sequence[str], seed: int) -> dict[str, Any]:
     """What a saved stage-1 state depends on (a mismatch means it is retrained, not reused)."""
     return {"encoder": cfg.encoder, "encoder_kwargs": dict(cfg.encoder_kwargs), "fusion": cfg.fusion,
-            "fusion_kwargs": dict(cfg.fusion_kwargs), "ecg_input": cfg.ecg_input,
+            "fusion_kwargs": cfg.fusion_kwargs(), "ecg_input": cfg.ecg_input,
             "epochs": int(cfg.encoder_pretrain_epochs), "lr": float(cfg.encoder_pretrain_lr),
             "batch_size": int(data_cfg.batch_size), "labels": list(space), "seed": int(seed)}
 

@@ -37,13 +37,15 @@ class ReportTask(L.LightningModule):
         optim: optimiser and schedule.
         max_new_tokens: longest generated report (tokens).
         num_beams: 1 = greedy decoding, > 1 = beam search (`--test.num_beams`).
+        cache_dir: the run's cache (`--data.cache_dir`), where a task builds what it caches (the tiny Mllama).
     """
 
     input_kind = "signal"
 
     def __init__(self, model: ModelConfig | None = None, optim: OptimConfig | None = None,
-                 max_new_tokens: int = 64, num_beams: int = 1) -> None:
+                 max_new_tokens: int = 64, num_beams: int = 1, cache_dir: str | None = None) -> None:
         super().__init__()
+        self.cache_dir = cache_dir
         self.model_cfg = model or ModelConfig()
         self.optim_cfg = optim or OptimConfig()
         self.max_new_tokens = max_new_tokens

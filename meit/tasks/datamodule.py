@@ -131,22 +131,23 @@ class PromptCollator:
 
     Args:
         tokenizer: the backbone's tokenizer (pad and EOS tokens set).
-        cfg: prompt template, instructions, maximum report length.
-        train: sample the instruction (if `cfg.sample_instructions`) instead of using the fixed one.
+        cfg: the data config (`prompt`, `max_report_tokens`).
+        train: sample the instruction (if `cfg.prompt.sample_instructions`) instead of using the fixed one.
         generate: build left-padded prompts without reports (generation) instead of training sequences.
     """
 
     def __init__(self, tokenizer: Any, cfg: DataConfig, train: bool = False, generate: bool = False) -> None:
         self.tokenizer, self.cfg, self.train, self.generate = tokenizer, cfg, train, generate
-        self.instructions = [cfg.instruction, *cfg.paraphrases] if train and cfg.sample_instructions else None
+        prompt = cfg.prompt
+        self.instructions = [prompt.instruction, *prompt.paraphrases] if train and prompt.sample_instructions else None
 
     def prompt(self, seed: int | None = None) -> str:
         """The prompt text: the template around the fixed or a sampled instruction (drawn with `seed` if given,
         so the choice is a function of the sample, not of a global RNG's state)."""
-        instruction = self.cfg.instruction
+        instruction = self.cfg.prompt.instruction
         if self.instructions:
             instruction = (random if seed is None else random.Random(seed)).choice(self.instructions)
-        return self.cfg.prompt_template.format(instruction=instruction)
+        return self.cfg.prompt.template.format(instruction=instruction)
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         tok = self.tokenizer
@@ -154,7 +155,7 @@ class PromptCollator:
         reports = None
         if not self.generate:
             report_ids = tok([item["report"] for item in items], add_special_tokens=False).input_ids
-            reports = [ids[: self.cfg.max_length - 1] for ids in report_ids]
+            reports = [ids[: self.cfg.max_report_tokens - 1] for ids in report_ids]
         spliced = splice(prompts, reports, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                          padding_side="left" if self.generate else "right")
         batch = {
@@ -236,7 +237,7 @@ class MEITDataModule(L.LightningDataModule):
 
     def instructions(self) -> list[str]:
         """Every prompt the model may see (the embedded tokenizer learns to encode them compactly)."""
-        return [self.cfg.prompt_template.format(instruction=i) for i in (self.cfg.instruction, *self.cfg.paraphrases)]
+        return self.cfg.prompt.texts()
 
     def set_collator(self, make_collator: Callable[..., Callable]) -> None:
         """`make_collator(data_cfg, train=, generate=)` -> a collate function: the task's `collator` hook."""

@@ -30,7 +30,7 @@ def needs_text_backbone(cfg: ModelConfig) -> bool:
 def make_task(cfg: RunConfig) -> ReportTask:
     """The unbuilt task of a run config: `MllamaTask` for `image_model: mllama`, else `FusionTask`."""
     task_class = MllamaTask if cfg.model.branch == "image" and cfg.model.image_model == "mllama" else FusionTask
-    return task_class(cfg.model, cfg.optim, cfg.test.max_new_tokens, cfg.test.num_beams)
+    return task_class(cfg.model, cfg.optim, cfg.test.max_new_tokens, cfg.test.num_beams, cfg.data.cache_dir)
 
 
 def make_datamodule(cfg: RunConfig) -> MEITDataModule:
@@ -56,6 +56,7 @@ def build_task(task: ReportTask, cfg: RunConfig, reference: dict[str, Any] | Non
     backbone = None
     if reference is not None:  # loading may draw random numbers; the task's own initialisation must not depend on it
         with torch.random.fork_rng(devices=[]):
-            backbone = load_backbone(reference, cfg.model, device_type=device_type, local_files_only=local_files_only)
+            backbone = load_backbone(reference, cfg.model.backbone, device_type=device_type,
+                                     local_files_only=local_files_only)
     task.build(backbone, device_type)
     return task

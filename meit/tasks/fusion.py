@@ -34,8 +34,8 @@ class FusionTask(ReportTask):
     """
 
     def __init__(self, model: ModelConfig | None = None, optim: OptimConfig | None = None,
-                 max_new_tokens: int = 64, num_beams: int = 1) -> None:
-        super().__init__(model, optim, max_new_tokens, num_beams)
+                 max_new_tokens: int = 64, num_beams: int = 1, cache_dir: str | None = None) -> None:
+        super().__init__(model, optim, max_new_tokens, num_beams, cache_dir)
         self.label_head: nn.Module | None = None  # `recipe: aligned` (meit.tasks.align): stage 1's head, the aux loss's
         self._ecg_tokens: torch.Tensor | None = None
 
@@ -51,7 +51,7 @@ class FusionTask(ReportTask):
         cfg = self.model_cfg
         llm = apply_lora(backbone.model, cfg.lora)
         encoder = build_encoder(cfg.encoder, **cfg.encoder_kwargs)
-        self.net = build_fusion(cfg.fusion, llm, encoder, ecg_input=cfg.ecg_input, **cfg.fusion_kwargs)
+        self.net = build_fusion(cfg.fusion, llm, encoder, ecg_input=cfg.ecg_input, **cfg.fusion_kwargs())
         self.net.train()  # from_pretrained returns the backbone in eval mode; LoRA dropout must be active in training
         self.tokenizer = backbone.tokenizer
         self.backbone_reference = dict(backbone.reference)

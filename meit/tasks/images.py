@@ -2,10 +2,10 @@
 
 Both image tasks (`FusionTask` with an image encoder: the controlled comparison; `MllamaTask`: LLaMA 3.2 Vision)
 read the signal branch's data, splits and caches through `ImageDataModule`, whose datasets render each item with
-`meit.data.render.ImageTransform` (`data.render` / `data.image_size`). Validation and test pages are seeded by record
-id exactly as `meit.runs.predict.generate` seeds them, so a reloaded run regenerates the same predictions; training
-pages are seeded by (record, epoch), so random artefacts (`data.render.artefacts`) give a new page each epoch, the
-same ones on a rerun or after a resume.
+`meit.data.render.ImageTransform` (`data.image.render` / `data.image.size`). Validation and test pages are seeded
+by record id exactly as `meit.runs.predict.generate` seeds them, so a reloaded run regenerates the same predictions;
+training pages are seeded by (record, epoch), so random artefacts (`data.image.render.artefacts`) give a new page
+each epoch, the same ones on a rerun or after a resume.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ TRAIN_SEED = 1
 
 def page_renderer(cfg: DataConfig) -> PageRenderer:
     """`render(signal, seed) -> (3, H, W)` page tensor of a data config, the one render factory (datasets, single
-    records, report.html): `ImageTransform` with the `cfg.render` settings, pages resized to `cfg.image_size`."""
-    size = tuple(cfg.image_size) if cfg.image_size else None
-    return ImageTransform(cfg.sampling_rate, RenderConfig(**dict(cfg.render)), size).image
+    records, report.html): `ImageTransform` with the `cfg.image.render` settings, pages resized to `cfg.image.size`."""
+    size = tuple(cfg.image.size) if cfg.image.size else None
+    return ImageTransform(cfg.sampling_rate, RenderConfig(**dict(cfg.image.render)), size).image
 
 
 class EpochTaggedSampler(Sampler):
@@ -65,7 +65,7 @@ class ImageDataModule(MEITDataModule):
     """`MEITDataModule` whose datasets serve rendered pages (`ECGReportDataset` with a renderer).
 
     Args:
-        cfg: the data config (`render`, `image_size`).
+        cfg: the data config (`image`).
     """
 
     def setup(self, stage: str | None = None) -> None:
@@ -86,7 +86,7 @@ class ImageDataModule(MEITDataModule):
 
 
 def image_input(path: str | Path, cfg: RunConfig) -> torch.Tensor:
-    """The (3, H, W) input of an image-branch run for one file: an image (resized to `data.image_size`, converted
+    """The (3, H, W) input of an image-branch run for one file: an image (resized to `data.image.size`, converted
     to RGB with a notice) or a WFDB record (read like training data, then rendered like the test pages).
 
     Raises:
@@ -94,7 +94,7 @@ def image_input(path: str | Path, cfg: RunConfig) -> torch.Tensor:
         meit.data.records.RecordError: an unusable record.
     """
 
-    size = tuple(cfg.data.image_size)
+    size = tuple(cfg.data.image.size)
     if str(path).lower().endswith(IMAGE_SUFFIXES):
         return load_ecg_image(path, size=size)
     signal = load_signal(Path(path), cfg.data.sampling_rate, cfg.data.n_samples).signal

@@ -29,20 +29,21 @@ class MllamaCollator:
 
     Args:
         report_model: the `MllamaReportModel` (its processor tiles and tokenises).
-        cfg: the data config (instructions).
-        train: sample the instruction among `instruction` + `paraphrases` (if `cfg.sample_instructions`).
+        cfg: the data config (`prompt`, `max_report_tokens`).
+        train: sample the instruction among `instruction` + `paraphrases` (if `cfg.prompt.sample_instructions`).
         generate: prompts only (left padded), no reports.
     """
 
     def __init__(self, report_model: Any, cfg: DataConfig, train: bool = False, generate: bool = False) -> None:
         self.report_model, self.cfg, self.generate = report_model, cfg, generate
-        self.instructions = [cfg.instruction, *cfg.paraphrases] if train and cfg.sample_instructions else None
+        prompt = cfg.prompt
+        self.instructions = [prompt.instruction, *prompt.paraphrases] if train and prompt.sample_instructions else None
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         images = torch.stack([item["ecg"] for item in items])
-        texts = [random.choice(self.instructions) if self.instructions else self.cfg.instruction for _ in items]
+        texts = [random.choice(self.instructions) if self.instructions else self.cfg.prompt.instruction for _ in items]
         reports = None if self.generate else [item["report"] for item in items]
-        batch: dict[str, Any] = dict(self.report_model.encode(images, texts, reports))
+        batch: dict[str, Any] = dict(self.report_model.encode(images, texts, reports, self.cfg.max_report_tokens))
         batch.update(ids=[item["id"] for item in items], reports=[item["report"] for item in items],
                      labels_true=[list(item["labels"]) for item in items])
         return batch
@@ -52,7 +53,7 @@ class MllamaTask(ReportTask):
     """LLaMA 3.2 Vision with LoRA: the same optimiser, schedule, run directory and prediction rows as `FusionTask`.
 
     Args:
-        model: `model.vision_llm` (model, LoRA, report length), `gradient_checkpointing`, `attn_implementation`.
+        model: `model.vision_llm` (model, LoRA) and `model.backbone` (checkpointing, attention, remote code).
         optim: optimiser and schedule (`schedule: cosine` for the paper's recipe).
         max_new_tokens: longest generated report.
         num_beams: 1 = greedy decoding, > 1 = beam search.
@@ -73,9 +74,9 @@ class MllamaTask(ReportTask):
             raise ValueError("--model.vision_llm.model tiny is built on the run's text backbone: pass it to build()")
         self.net = load_report_model(
             cfg.vision_llm, text_backbone_dir=backbone.reference["path"] if backbone else None,
-            cache_root=cache_root(cfg) / "mllama", device_type=device_type,
-            gradient_checkpointing=cfg.gradient_checkpointing, attn_implementation=cfg.attn_implementation,
-            trust_remote_code=cfg.trust_remote_code)
+            cache_root=cache_root(self.cache_dir) / "mllama", device_type=device_type,
+            gradient_checkpointing=cfg.backbone.gradient_checkpointing,
+            attn_implementation=cfg.backbone.attn_implementation, trust_remote_code=cfg.backbone.trust_remote_code)
         self.net.train()
         self.tokenizer = self.net.tokenizer
         self.backbone_reference = dict(backbone.reference) if backbone else {"kind": "mllama",
