@@ -249,6 +249,35 @@ def test_hedged_lvh_beside_lbbb_is_dropped_stated_lvh_is_kept():
     assert extract_labels("left bundle branch block. left ventricular hypertrophy.") == {"CLBBB", "LVH"}
 
 
+@pytest.mark.parametrize(
+    "text, codes",
+    [
+        # a German report stating LVH with repolarisation changes beside it adds ISC_; LVH alone, or with the
+        # machine's "unspezifische abnorme st-senkung" (NST_), does not; nor does the English "negative t waves"
+        ("normokardes vorhofflimmern lagetyp normal sichere lvh st-senkung in v5,v6", {"AFIB", "LVH", "ISC_"}),
+        ("normokardes vorhofflimmern lagetyp normal st-senkung in v5-6 dd: linkshypertrophie mit strain",
+         {"AFIB", "LVH", "ISC_"}),
+        ("sinusrhythmus lagetyp normal linkshypertrophie", {"SR", "LVH"}),
+        ("sinusrhythmus linkshypertrophie unspezifische abnorme st-senkung", {"SR", "LVH", "NST_"}),
+        ("sinusrhythmus keine linkshypertrophie st-senkung in v5", {"SR"}),
+        ("sinus rhythm. left ventricular hypertrophy. negative t waves.", {"SR", "LVH", "INVT"}),
+        # the spelling "ischamie" (ä without its e)
+        ("sinusrhythmus t neg in ii,iii,avf vd. auf ischamie inferior", {"SR", "ISCIN"}),
+        # the Swedish machine's "<wall> ischemi eller vänster belastning", coded as the German one
+        ("sinusrytm st-t sänkning, såsom vid    anterior ischemi eller vänster belastning", {"SR", "ISCAS"}),
+        ("sinusrytm st-t sänkning, såsom vid    anterolateral ischemi eller vänster belastning", {"SR", "ISCAL"}),
+        ("sinusrytm st-t sänkning, såsom vid    lateral ischemi eller vänster belastning", {"SR", "ISCAL", "ISCLA"}),
+        # English verdicts of a normal tracing; German "normaels ekg" (a typing error)
+        ("sinus rhythm. atrial premature beat. tracing otherwise normal.", {"SR", "PAC", "NORM"}),
+        ("sinus bradycardia. st segments are elevated in i, ii, avf, v2-6, this is    probably a normal variant.",
+         {"SBRAD", "NORM"}),
+        ("sinusrhythmus lagetyp normal wahrscheinlich normaels ekg", {"SR", "NORM"}),
+    ],
+)
+def test_phrase_classes_of_the_fifth_table(text, codes):
+    assert extract_labels(text) == codes
+
+
 @pytest.mark.parametrize("site", ["ptbxl", "mimic"])
 def test_synthetic_reports_stay_exact(site):
     rng = np.random.default_rng(0)
