@@ -87,7 +87,7 @@ GERMAN: Table = [
     (("LOWT",), r"t[- ]?abflachung\w*|abgeflacht\w* t\b|flache t\b"),
     (("DIG",), r"digitalis\w*"),
     (("QWAVE",), r"\bq[- ]?(?:zacke|welle)n?\b|\bq in\b|patholog\w* q\b|\bqs[- ]?(?:komplex\w*|in)\b"),
-    (("PVC",), r"\bventrikulaer\w* extrasystol\w*|\bves\b"),
+    (("PVC",), r"\bventrikulaer\w* (?:extrasystol\w*|es\b)|\bves\b"),
     # supraventricular extrasystoles: PTB-XL gives them no code in German reports (PAC < 0.15)
     ((), r"supraventrikulaer\w* extrasystol\w*|\bsves\b"),
     (("PAC",), r"vorhofextrasystol\w*"),

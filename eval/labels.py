@@ -60,7 +60,8 @@ _CUES = [
     (float(v), re.compile(rf"\b(?:{_PRE_CUES[v]})\W+(?:\w+\W+){{0,2}}$"), re.compile(rf"^\W*(?:{_POST_CUES[v]})\b"))
     for v in (35, 50, 80)
 ]
-_ABBREV = re.compile(r"(?<![\w.])(?:" + "|".join(re.escape(a) for a in ABBREVIATIONS) + ")")
+# an abbreviation written without a space before the next word ("ventr.extrasystolen") gets one
+_ABBREV = re.compile(r"(?<![\w.])(" + "|".join(re.escape(a) for a in ABBREVIATIONS) + r")(?=(\w)?)")
 # A German machine report that states a sinus rhythm and nothing abnormal is a normal ECG in PTB-XL's coding
 # ("sinusrhythmus lagetyp normal": NORM in 9 of 10 dev rows); what may stand beside it:
 _GERMAN_SINUS = re.compile(r"sinus(?:rhythmus|bradykardie|tachykardie| ?arrhythmie)\b")
@@ -106,7 +107,7 @@ def normalise(text: str) -> str:
     Runs of two or more spaces are kept: PTB-XL's German and Swedish reports separate statements by them.
     """
     t = _ARTEFACTS.sub(" ", text.lower().translate(_FOLD))
-    t = _ABBREV.sub(lambda m: ABBREVIATIONS[m.group(0)], t)
+    t = _ABBREV.sub(lambda m: ABBREVIATIONS[m.group(1)] + (" " if m.group(2) else ""), t)
     t = _NO_EVIDENCE.sub("no", t)
     return _HEDGES.sub("possible", t.replace("\t", "  "))
 

@@ -267,6 +267,10 @@ def test_hedged_lvh_beside_lbbb_is_dropped_stated_lvh_is_kept():
         ("sinusrytm st-t sänkning, såsom vid    anterior ischemi eller vänster belastning", {"SR", "ISCAS"}),
         ("sinusrytm st-t sänkning, såsom vid    anterolateral ischemi eller vänster belastning", {"SR", "ISCAL"}),
         ("sinusrytm st-t sänkning, såsom vid    lateral ischemi eller vänster belastning", {"SR", "ISCAL", "ISCLA"}),
+        # an abbreviation run into the next word; "ventr. es" (ventrikuläre Extrasystolen)
+        ("tachykardes vorhofflimmern lagetyp normal ventr.extrasystolen uniform", {"AFIB", "PVC"}),
+        ("sinusrhythmus llt ventr. es", {"SR", "PVC"}),
+        ("sinusrhythmus linkstyp intraventr.leitungsstÖrung in i,ii", {"SR", "IVCD"}),
         # English verdicts of a normal tracing; German "normaels ekg" (a typing error)
         ("sinus rhythm. atrial premature beat. tracing otherwise normal.", {"SR", "PAC", "NORM"}),
         ("sinus bradycardia. st segments are elevated in i, ii, avf, v2-6, this is    probably a normal variant.",
