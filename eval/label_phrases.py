@@ -173,8 +173,8 @@ ENGLISH: Table = [
         rf"(?:prolonged|long|lengthened) (?:pr|pq)\b(?: interval)?|(?:pr|pq)(?: interval)? {_BE}?prolong\w*",
     ),
     (("WPW",), r"wolf+[- ]parkinson[- ]white|\bwpw\b|pre-?excitation|praeexzitation"),
-    (("ILBBB",), r"incomplete left bundle[- ]branch block|\bilbbb\b"),
-    (("IRBBB",), r"incomplete right bundle[- ]branch block|\birbbb\b"),
+    (("ILBBB",), r"(?:incomplete|partial) left bundle[- ]branch block|\bilbbb\b"),
+    (("IRBBB",), r"(?:incomplete|partial) right bundle[- ]branch block|\birbbb\b"),
     (("CLBBB",), r"left bundle[- ]branch block|\bc?lbbb\b"),
     (("CRBBB",), r"right bundle[- ]branch block|\bc?rbbb\b"),
     (("LAFB",), r"left anterior (?:fascicular|hemi-?) ?block|left anterior hemiblock|\blafb\b|\blahb\b"),
@@ -184,10 +184,16 @@ ENGLISH: Table = [
         r"intraventricular conduction (?:delay|defect|disturbance|abnormality)|\bivcd\b"
         r"|non-?specific intraventricular (?:block|conduction\w*|delay)|intraventricular delay",
     ),
-    (("VCLVH",), r"(?:minimal|borderline) voltage criteria for (?:left ventricular hypertrophy|lvh)"),
+    (
+        ("VCLVH",),
+        r"(?:minimal|borderline) voltage criteria for (?:left ventricular hypertrophy|lvh)"
+        r"|borderline (?:left ventricular hypertrophy|lvh) on voltages?(?: criteria)?"
+        r"|borderline voltages? (?:of|for) lvh",
+    ),
     (
         ("VCLVH", "LVH"),
         r"voltage criteria for (?:left ventricular hypertrophy|lvh)|\bvclvh\b"
+        r"|(?:left ventricular hypertrophy|lvh) on voltages?(?: criteria)?|voltages? suggest\w* left ventricular hyp\w*"
         rf"|voltages? {_BE}?high\b[^.]*?(?:suggest\w*|consistent with|indicat\w*|of|for)"
         r" (?:lvh|left ventricular hyp\w*)",
     ),

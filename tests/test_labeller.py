@@ -271,6 +271,13 @@ def test_hedged_lvh_beside_lbbb_is_dropped_stated_lvh_is_kept():
         ("tachykardes vorhofflimmern lagetyp normal ventr.extrasystolen uniform", {"AFIB", "PVC"}),
         ("sinusrhythmus llt ventr. es", {"SR", "PVC"}),
         ("sinusrhythmus linkstyp intraventr.leitungsstÖrung in i,ii", {"SR", "IVCD"}),
+        # English "partial" bundle branch blocks are incomplete ones; LVH "on voltage criteria" is VCLVH, a
+        # borderline one VCLVH alone
+        ("sinus bradycardia partial right bundle branch block. tracing is otherwise normal.", {"SBRAD", "IRBBB"}),
+        ("sinus rhythm left ventricular hypertrophy on voltage criteria", {"SR", "VCLVH", "LVH"}),
+        ("sinus rhythm. borderline left ventricular hypertrophy on voltage criteria. otherwise normal ecg.",
+         {"SR", "VCLVH", "NORM"}),
+        ("atrial fibrillation. borderline voltages of lvh.", {"AFIB", "VCLVH"}),
         # English verdicts of a normal tracing; German "normaels ekg" (a typing error)
         ("sinus rhythm. atrial premature beat. tracing otherwise normal.", {"SR", "PAC", "NORM"}),
         ("sinus bradycardia. st segments are elevated in i, ii, avf, v2-6, this is    probably a normal variant.",
