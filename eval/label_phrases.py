@@ -193,7 +193,7 @@ ENGLISH: Table = [
     (
         ("VCLVH", "LVH"),
         r"voltage criteria for (?:left ventricular hypertrophy|lvh)|\bvclvh\b"
-        r"|(?:left ventricular hypertrophy|lvh) on voltages?(?: criteria)?|voltages? suggest\w* left ventricular hyp\w*"
+        r"|(?:left ventricular hypertrophy|lvh) on voltages?(?: criteria)?"
         rf"|voltages? {_BE}?high\b[^.]*?(?:suggest\w*|consistent with|indicat\w*|of|for)"
         r" (?:lvh|left ventricular hyp\w*)",
     ),
