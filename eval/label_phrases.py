@@ -84,7 +84,8 @@ GERMAN: Table = [
     # dev rows of either half; the location-specific injury codes are too rare there to follow
     (("ISC_",), r"innenschicht\w*"),
     (("INVT",), r"t[- ]?negativierung\w*|negativ\w* t[- ]?(?:welle|zacke)\w*"),
-    (("LOWT",), r"t[- ]?abflachung\w*|abgeflacht\w* t\b|flache t\b"),
+    # the cardiologists' "flache t in iii, avf" / "abgeflachtes t": LOWT in 0 of 6 dev rows (0/4, 0/2)
+    ((), r"t[- ]?abflachung\w*|abgeflacht\w* t\b|flache t\b"),
     (("DIG",), r"digitalis\w*"),
     (("QWAVE",), r"\bq[- ]?(?:zacke|welle)n?\b|\bq in\b|patholog\w* q\b|\bqs[- ]?(?:komplex\w*|in)\b"),
     (("PVC",), r"\bventrikulaer\w* (?:extrasystol\w*|es\b)|\bves\b"),

@@ -267,6 +267,8 @@ def test_hedged_lvh_beside_lbbb_is_dropped_stated_lvh_is_kept():
         ("sinusrytm st-t sänkning, såsom vid    anterior ischemi eller vänster belastning", {"SR", "ISCAS"}),
         ("sinusrytm st-t sänkning, såsom vid    anterolateral ischemi eller vänster belastning", {"SR", "ISCAL"}),
         ("sinusrytm st-t sänkning, såsom vid    lateral ischemi eller vänster belastning", {"SR", "ISCAL", "ISCLA"}),
+        # the cardiologists' German "flache t" is no LOWT (the English "t waves are low" is)
+        ("sinusrhythmus llt flache t in iii, avf pathologisches ekg", {"SR"}),
         # an abbreviation run into the next word; "ventr. es" (ventrikuläre Extrasystolen)
         ("tachykardes vorhofflimmern lagetyp normal ventr.extrasystolen uniform", {"AFIB", "PVC"}),
         ("sinusrhythmus llt ventr. es", {"SR", "PVC"}),
