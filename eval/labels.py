@@ -60,7 +60,8 @@ _CUES = [
     (float(v), re.compile(rf"\b(?:{_PRE_CUES[v]})\W+(?:\w+\W+){{0,2}}$"), re.compile(rf"^\W*(?:{_POST_CUES[v]})\b"))
     for v in (35, 50, 80)
 ]
-_ABBREV = re.compile(r"(?<![\w.])(?:" + "|".join(re.escape(a) for a in ABBREVIATIONS) + ")")
+# an abbreviation written without a space before the next word ("ventr.extrasystolen") gets one
+_ABBREV = re.compile(r"(?<![\w.])(" + "|".join(re.escape(a) for a in ABBREVIATIONS) + r")(?=(\w)?)")
 # A German machine report that states a sinus rhythm and nothing abnormal is a normal ECG in PTB-XL's coding
 # ("sinusrhythmus lagetyp normal": NORM in 9 of 10 dev rows); what may stand beside it:
 _GERMAN_SINUS = re.compile(r"sinus(?:rhythmus|bradykardie|tachykardie| ?arrhythmie)\b")
@@ -73,6 +74,13 @@ _RESIDUAL_OK = re.compile(r"[\W\d_]+|\b(?:sonst|normal\w*|ekg|und|verdacht|auf|m
 # writes "abnorm"): PTB-XL codes the wall's ischaemia there without ISC_ (ISC_ in 6 of 99 dev rows, 2/48 and 4/51)
 _STT_ABNORMAL = re.compile(r"\bst & t abnormal\b")
 _WALL_ISCHAEMIA = frozenset({"ISCAL", "ISCIL", "ISCLA", "ISCAS", "ISCAN", "ISCIN"})
+# A cardiologist's German report that states left ventricular hypertrophy and repolarisation changes beside it
+# ("sichere lvh st-senkung in v5,6", "linkshypertrophie mit strain"): PTB-XL adds ISC_ (15 of 24 dev rows, 7/12
+# and 8/12 by half); the machine's "unspezifische abnorme st-senkung" is NST_, not this
+_GERMAN_REPOLARISATION = re.compile(
+    r"(?<!unspezifische abnorme )\bst-? ?(?:senkung|hebung)|\bt[- ]?neg\w*|\bneg\. t\b|\bpath\w*\.? repolarisation"
+    r"|\b(?:mit|wahrscheinlich) strain\b|\bstrain bei\b"
+)
 _CUE_SPAN = 40  # characters before a phrase searched for an uncertainty cue
 _WINDOW = 60  # characters around an infarct/ischaemia keyword searched for its location words
 
@@ -99,7 +107,7 @@ def normalise(text: str) -> str:
     Runs of two or more spaces are kept: PTB-XL's German and Swedish reports separate statements by them.
     """
     t = _ARTEFACTS.sub(" ", text.lower().translate(_FOLD))
-    t = _ABBREV.sub(lambda m: ABBREVIATIONS[m.group(0)], t)
+    t = _ABBREV.sub(lambda m: ABBREVIATIONS[m.group(1)] + (" " if m.group(2) else ""), t)
     t = _NO_EVIDENCE.sub("no", t)
     return _HEDGES.sub("possible", t.replace("\t", "  "))
 
@@ -218,6 +226,8 @@ def extract_label_likelihoods(text: str) -> dict[str, float]:
     if _GERMAN_SINUS.search(norm) and not any(unread) and benign:
         found["NORM"] = 100.0
     _combine_locations(found)
+    if "LVH" in found and "ISC_" not in found and _GERMAN_REPOLARISATION.search(norm):
+        found["ISC_"] = found["LVH"]
     if _STT_ABNORMAL.search(norm) and _WALL_ISCHAEMIA & set(found):
         found.pop("ISC_", None)
     # a stated "normal ECG" stands beside a first-degree AV block or an intraventricular conduction delay

@@ -249,6 +249,48 @@ def test_hedged_lvh_beside_lbbb_is_dropped_stated_lvh_is_kept():
     assert extract_labels("left bundle branch block. left ventricular hypertrophy.") == {"CLBBB", "LVH"}
 
 
+@pytest.mark.parametrize(
+    "text, codes",
+    [
+        # a German report stating LVH with repolarisation changes beside it adds ISC_; LVH alone, or with the
+        # machine's "unspezifische abnorme st-senkung" (NST_), does not; nor does the English "negative t waves"
+        ("normokardes vorhofflimmern lagetyp normal sichere lvh st-senkung in v5,v6", {"AFIB", "LVH", "ISC_"}),
+        ("normokardes vorhofflimmern lagetyp normal st-senkung in v5-6 dd: linkshypertrophie mit strain",
+         {"AFIB", "LVH", "ISC_"}),
+        ("sinusrhythmus lagetyp normal linkshypertrophie", {"SR", "LVH"}),
+        ("sinusrhythmus linkshypertrophie unspezifische abnorme st-senkung", {"SR", "LVH", "NST_"}),
+        ("sinusrhythmus keine linkshypertrophie st-senkung in v5", {"SR"}),
+        ("sinus rhythm. left ventricular hypertrophy. negative t waves.", {"SR", "LVH", "INVT"}),
+        # the spelling "ischamie" (ä without its e)
+        ("sinusrhythmus t neg in ii,iii,avf vd. auf ischamie inferior", {"SR", "ISCIN"}),
+        # the Swedish machine's "<wall> ischemi eller vänster belastning", coded as the German one
+        ("sinusrytm st-t sänkning, såsom vid    anterior ischemi eller vänster belastning", {"SR", "ISCAS"}),
+        ("sinusrytm st-t sänkning, såsom vid    anterolateral ischemi eller vänster belastning", {"SR", "ISCAL"}),
+        ("sinusrytm st-t sänkning, såsom vid    lateral ischemi eller vänster belastning", {"SR", "ISCAL", "ISCLA"}),
+        # the cardiologists' German "flache t" is no LOWT (the English "t waves are low" is)
+        ("sinusrhythmus llt flache t in iii, avf pathologisches ekg", {"SR"}),
+        # an abbreviation run into the next word; "ventr. es" (ventrikuläre Extrasystolen)
+        ("tachykardes vorhofflimmern lagetyp normal ventr.extrasystolen uniform", {"AFIB", "PVC"}),
+        ("sinusrhythmus llt ventr. es", {"SR", "PVC"}),
+        ("sinusrhythmus linkstyp intraventr.leitungsstÖrung in i,ii", {"SR", "IVCD"}),
+        # English "partial" bundle branch blocks are incomplete ones; LVH "on voltage criteria" is VCLVH, a
+        # borderline one VCLVH alone
+        ("sinus bradycardia partial right bundle branch block. tracing is otherwise normal.", {"SBRAD", "IRBBB"}),
+        ("sinus rhythm left ventricular hypertrophy on voltage criteria", {"SR", "VCLVH", "LVH"}),
+        ("sinus rhythm. borderline left ventricular hypertrophy on voltage criteria. otherwise normal ecg.",
+         {"SR", "VCLVH", "NORM"}),
+        ("atrial fibrillation. borderline voltages of lvh.", {"AFIB", "VCLVH"}),
+        # English verdicts of a normal tracing; German "normaels ekg" (a typing error)
+        ("sinus rhythm. atrial premature beat. tracing otherwise normal.", {"SR", "PAC", "NORM"}),
+        ("sinus bradycardia. st segments are elevated in i, ii, avf, v2-6, this is    probably a normal variant.",
+         {"SBRAD", "NORM"}),
+        ("sinusrhythmus lagetyp normal wahrscheinlich normaels ekg", {"SR", "NORM"}),
+    ],
+)
+def test_phrase_classes_of_the_fifth_table(text, codes):
+    assert extract_labels(text) == codes
+
+
 @pytest.mark.parametrize("site", ["ptbxl", "mimic"])
 def test_synthetic_reports_stay_exact(site):
     rng = np.random.default_rng(0)
