@@ -17,6 +17,7 @@ from jsonargparse.typing import PositiveInt
 
 from meit.llm.lora import LoRAConfig
 from meit.llm.mllama import VisionLLMConfig
+from meit.util.errors import UserFacingError
 
 MEIT_INSTRUCTION = "generate a description of the ECG embeddings:"
 """The instruction MEIT's reference code puts before every report."""
@@ -76,10 +77,6 @@ class BackboneConfig:
     """Recompute the backbone's activations in the backward pass (saves memory, costs ~30 % time)."""
     embedded: EmbeddedLMConfig = field(default_factory=EmbeddedLMConfig)
     """Shape and pre-training of the `embedded` backbone (ignored for other backbones)."""
-
-
-PROJECTOR_KINDS = ("meit", "linear", "mlp")
-"""The projectors of `meit.fusion.projector` (`--model.projector.kind`)."""
 
 
 @dataclass
@@ -192,9 +189,13 @@ class PromptConfig:
     template: str = "{instruction}\n"
     """Text before the report; `{instruction}` is replaced by the instruction."""
 
+    def instructions(self) -> list[str]:
+        """The instruction and its paraphrases (what training samples among)."""
+        return [self.instruction, *self.paraphrases]
+
     def texts(self) -> list[str]:
-        """Every prompt a run can show: the template around the instruction and each paraphrase."""
-        return [self.template.format(instruction=i) for i in (self.instruction, *self.paraphrases)]
+        """Every prompt a run can show: the template around each of `instructions()`."""
+        return [self.template.format(instruction=i) for i in self.instructions()]
 
 
 @dataclass
@@ -340,19 +341,31 @@ LEGACY_KEYS = {
     "data.max_length": "data.max_report_tokens",
 }
 """Keys of the flat config (before `BackboneConfig`, `ProjectorConfig`, `PromptConfig`, ...) and where they are now."""
+MOVED_KEYS = {
+    **LEGACY_KEYS,
+    **{f"{group}.{old}": f"{group}.lora.{new}" for group in ("model", "model.vision_llm")
+       for old, new in LEGACY_LORA_KEYS.items()},
+    "model.vision_llm.max_report_tokens": "data.max_report_tokens",
+}
+"""Every key `upgrade_saved_config` moves, old -> new (dotted)."""
 
 
 def legacy_keys(values: dict[str, Any]) -> list[tuple[str, str]]:
     """The (old key, new key) pairs of `values` (a config as nested dicts) that `upgrade_saved_config` moves."""
-    found = [(old, new) for old, new in LEGACY_KEYS.items() if _get(values, old) is not _MISSING]
-    model = values.get("model") if isinstance(values.get("model"), dict) else {}
-    for where, group in (("model", model), ("model.vision_llm", model.get("vision_llm"))):
-        if isinstance(group, dict):
-            found += [(f"{where}.{old}", f"{where}.lora.{new}") for old, new in LEGACY_LORA_KEYS.items()
-                      if old in group]
-    if isinstance(model.get("vision_llm"), dict) and "max_report_tokens" in model["vision_llm"]:
-        found.append(("model.vision_llm.max_report_tokens", "data.max_report_tokens"))
-    return found
+    return [(old, new) for old, new in MOVED_KEYS.items() if _get(values, old) is not _MISSING]
+
+
+def refuse_legacy_keys(values: Any, where: Any) -> None:
+    """Refuses a config of the user's own (a `--config` file, a `fit:` block) that uses keys of the older flat
+    config; saved run directories are upgraded instead (`upgrade_saved_config`).
+
+    Raises:
+        meit.util.errors.UserFacingError: naming `where` and each key's new place.
+    """
+    found = legacy_keys(values) if isinstance(values, dict) else []
+    if found:
+        moves = "; ".join(f"{old} is now {new}" for old, new in found)
+        raise UserFacingError(where, f"uses keys of the older flat config: {moves} (see docs/CONFIG.md)")
 
 
 def upgrade_saved_config(values: dict[str, Any]) -> dict[str, Any]:

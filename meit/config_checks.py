@@ -19,14 +19,13 @@ from typing import Any
 import yaml
 
 from meit.config import (
-    LEGACY_KEYS,
-    LEGACY_LORA_KEYS,
+    MOVED_KEYS,
     DataConfig,
     ModelConfig,
     OptimConfig,
     RunConfig,
     TestConfig,
-    legacy_keys,
+    refuse_legacy_keys,
 )
 from meit.data.render import RenderConfig
 from meit.encoders.registry import ENCODERS
@@ -188,12 +187,10 @@ def check_no_legacy_args(args: list[str]) -> None:
     Raises:
         meit.util.errors.UserFacingError: naming the flag or the file, and the key's new name.
     """
-    moved = {**LEGACY_KEYS, **{f"model.{old}": f"model.lora.{new}" for old, new in LEGACY_LORA_KEYS.items()},
-             "model.vision_llm.max_report_tokens": "data.max_report_tokens"}
     for i, arg in enumerate(args):
         flag, _, inline = arg.partition("=")
-        if flag.startswith("--") and flag[2:] in moved:
-            raise UserFacingError(flag, f"is now --{moved[flag[2:]]} (the config was regrouped; see "
+        if flag.startswith("--") and flag[2:] in MOVED_KEYS:
+            raise UserFacingError(flag, f"is now --{MOVED_KEYS[flag[2:]]} (the config was regrouped; see "
                                         f"docs/CONFIG.md)")
         if flag == "--config":
             path = inline or (args[i + 1] if i + 1 < len(args) else "")
@@ -205,11 +202,7 @@ def _check_config_file(path: Path) -> None:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return  # the parser reports an unreadable file itself
-    if isinstance(values, dict):
-        found = legacy_keys(values)
-        if found:
-            moves = "; ".join(f"{old} is now {new}" for old, new in found)
-            raise UserFacingError(path, f"uses keys of the older flat config: {moves} (see docs/CONFIG.md)")
+    refuse_legacy_keys(values, path)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

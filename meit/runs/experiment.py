@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from meit.config import legacy_keys
+from meit.config import refuse_legacy_keys
 from meit.runs.rundir import check_same_settings, is_finished
 from meit.util.atomic import write_text
 from meit.util.errors import UserFacingError
@@ -40,10 +40,7 @@ def check_fit_block(block: Any, where: str) -> dict[str, Any]:
                                      f"{block!r}")
     if "run_dir" in block:
         raise UserFacingError(where, "holds run_dir: the experiment chooses each run's directory")
-    found = legacy_keys(block)
-    if found:
-        moves = "; ".join(f"{old} is now {new}" for old, new in found)
-        raise UserFacingError(where, f"uses keys of the older flat config: {moves} (see docs/CONFIG.md)")
+    refuse_legacy_keys(block, where)
     return block
 
 

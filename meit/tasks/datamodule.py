@@ -138,8 +138,7 @@ class PromptCollator:
 
     def __init__(self, tokenizer: Any, cfg: DataConfig, train: bool = False, generate: bool = False) -> None:
         self.tokenizer, self.cfg, self.train, self.generate = tokenizer, cfg, train, generate
-        prompt = cfg.prompt
-        self.instructions = [prompt.instruction, *prompt.paraphrases] if train and prompt.sample_instructions else None
+        self.instructions = cfg.prompt.instructions() if train and cfg.prompt.sample_instructions else None
 
     def prompt(self, seed: int | None = None) -> str:
         """The prompt text: the template around the fixed or a sampled instruction (drawn with `seed` if given,

@@ -36,8 +36,7 @@ class MllamaCollator:
 
     def __init__(self, report_model: Any, cfg: DataConfig, train: bool = False, generate: bool = False) -> None:
         self.report_model, self.cfg, self.generate = report_model, cfg, generate
-        prompt = cfg.prompt
-        self.instructions = [prompt.instruction, *prompt.paraphrases] if train and prompt.sample_instructions else None
+        self.instructions = cfg.prompt.instructions() if train and cfg.prompt.sample_instructions else None
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         images = torch.stack([item["ecg"] for item in items])
