@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .bench import run_benchmark
 from .core import (
     HEADLINE_METRICS,
     METRIC_KEYS,
@@ -41,8 +42,6 @@ def module_path(name: str) -> str:
 
 def benchmark(n_pairs: int = 5000, seed: int = 0) -> dict:
     """Timings of the text metrics and BERTScore on synthetic MIMIC-length pairs (see meit.eval.bench)."""
-    from .bench import run_benchmark
-
     return run_benchmark(n_pairs=n_pairs, seed=seed)
 
 

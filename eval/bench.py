@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 import time
 
+from .bertscore import bertscore_stats, get_scorer
+from .text import text_stats
+
 # MIMIC-IV-ECG-style machine statements with rough relative frequencies.
 _STATEMENTS = [
     ("Sinus rhythm", 40),
@@ -63,9 +66,6 @@ def synthetic_pairs(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 def run_benchmark(n_pairs: int = 5000, seed: int = 0) -> dict:
     """Seconds for all text metrics (incl. METEOR's JVM start) and BERTScore pairs/s on ``n_pairs`` pairs."""
-    from .bertscore import bertscore_stats, get_scorer
-    from .text import text_stats
-
     hyps, refs = synthetic_pairs(n_pairs, seed)
     t0 = time.perf_counter()
     text_stats(hyps, refs)

@@ -63,8 +63,9 @@ GERMAN: Table = [
     (("IVCD",), r"(?:unspezifisch\w* )?intraventrikulaer\w* block"),
     ((), r"bifaszikulaer\w* block"),
     (("VCLVH", "LVH"), r"amplitudenkriterien (?:fuer|f#r|for) (?:linkshypertrophie|linksherzhypertrophie)"),
-    (("LVH",), r"links(?:herz)?hypertrophie|linksventrikulaer\w* hypertrophie|hypertrophie des linken ventrikels"),
-    (("RVH",), r"rechts(?:herz)?hypertrophie|rechtsventrikulaer\w* hypertrophie"),
+    (("LVH",), r"links(?:herz|ventrikel)?hypertrophie|linksventrikulaer\w* hypertrophie"
+               r"|hypertrophie des linken ventrikels"),
+    (("RVH",), r"rechts(?:herz|ventrikel)?hypertrophie|rechtsventrikulaer\w* hypertrophie"),
     (("SEHYP",), r"septumhypertrophie"),
     # "p-sinistrocardiale" is LAO/LAE in 23 % of the dev rows that state it (above the F1-optimal threshold for
     # LAO/LAE), hedged ("verdacht auf") in 14 %, "p-verbreiterung" in 3 %: only the stated one gives the code

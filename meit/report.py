@@ -14,18 +14,21 @@ an image below the minimum size) is refused with exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from meit.data.image_io import IMAGE_SUFFIXES
+import torch
+from PIL import Image
 
-# The other imports are function-local for start-up time only: `--help` and a refused input answer without loading
-# torch, transformers or the run (the import graph has no cycle either way: tests/test_layout.py).
-
-if TYPE_CHECKING:
-    from meit.data.quality import Quality
+from meit.data.image_io import IMAGE_SUFFIXES, ImageError
+from meit.data.quality import InputQualityError, Quality, check_image, check_signal
+from meit.data.records import RecordError, conform_signal, read_standard_leads
+from meit.runs.rundir import CONFIG, add_load_flags, load_flags, load_run, read_config
+from meit.tasks.images import image_input
+from meit.util.errors import UserFacingError
 
 
 class ImageForSignalRun(ValueError):
@@ -41,16 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--instruction", default=None, help="instruction to use (default: the run's test instruction)")
     parser.add_argument("--json", action="store_true", help='print {"report": ..., "quality": {"ok": bool, '
                         '"warnings": [{"reason", "detail"}, ...]}} instead of the report text')
-    from meit.runs.rundir import add_load_flags
-
     add_load_flags(parser)
     return parser
 
 
 def _run_config(run_dir: str | Path, trust_remote_code: bool = False) -> Any:
     """The run's config (read before the model, so that a bad input is refused without loading it)."""
-    from meit.runs.rundir import CONFIG, read_config
-
     if not (Path(run_dir) / CONFIG).is_file():
         raise FileNotFoundError(f"{Path(run_dir) / CONFIG} not found: is {run_dir} a finished `meit.fit` run "
                                 "directory?")
@@ -72,19 +71,10 @@ def read_input(record: str | Path, cfg: Any) -> tuple[Any, Quality]:
         meit.data.records.RecordError / meit.data.image_io.ImageError / FileNotFoundError: unreadable input.
         ImageForSignalRun: an image given to a signal-branch run.
     """
-    import torch
-
-    from meit.data.quality import InputQualityError, check_image, check_signal
-    from meit.data.records import conform_signal, read_standard_leads
-
     image_run = cfg.model.branch == "image"
-    if image_run:
-        from meit.tasks.images import image_input
     if str(record).lower().endswith(IMAGE_SUFFIXES):
         if not image_run:
             raise ImageForSignalRun(f"{record} is an image; a signal run reads WFDB records (path without extension)")
-        from PIL import Image
-
         ecg = image_input(record, cfg)  # raises ImageError for what PIL cannot read
         with Image.open(record) as img:
             quality = check_image(ecg.numpy(), (img.height, img.width))
@@ -111,10 +101,6 @@ def report_with_quality(record: str | Path, run_dir: str | Path, device: str = "
         The errors of `read_input`; FileNotFoundError / OSError / meit.util.errors.UserFacingError: the run (or the
         backbone it references) cannot be loaded.
     """
-    import dataclasses
-
-    from meit.runs.rundir import load_run
-
     ecg, quality = read_input(record, _run_config(run_dir, trust_remote_code))
     task, _, cfg = load_run(run_dir, device, trust_remote_code, allow_unverified_backbone)
     data = cfg.data if instruction is None else dataclasses.replace(
@@ -133,13 +119,7 @@ def generate_report(record: str | Path, run_dir: str | Path, device: str = "cpu"
 def main(argv: list[str] | None = None) -> int:
     """Prints the report (or `--json`); returns the exit status (2 for an unusable record, image or run)."""
     args = build_parser().parse_args(argv)
-    from meit.data.image_io import ImageError
-    from meit.data.records import RecordError
-    from meit.util.errors import UserFacingError
-
     try:
-        from meit.runs.rundir import load_flags
-
         report, quality = report_with_quality(args.record, args.run, args.device, args.instruction,
                                               **load_flags(args))
     except (UserFacingError, RecordError, FileNotFoundError, ImageError, ImageForSignalRun) as error:

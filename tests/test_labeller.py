@@ -39,6 +39,8 @@ def test_labeller_on_real_dev_rows():
         ("sinusrhythmus unvollstÄndiger rechtsschenkelblock", {"SR", "IRBBB"}),
         ("sinusrhythmus unvollständiger linksschenkelblock", {"SR", "ILBBB"}),
         ("sinusrhythmus linkshypertrophie", {"SR", "LVH"}),
+        ("sinusrhythmus sichere linksventrikelhypertrophie", {"SR", "LVH"}),
+        ("sinusrhythmus rechtsventrikelhypertrophie", {"SR", "RVH"}),
         ("sinusrhythmus qrs(t) abnormal    inferiorer myokardschaden möglich", {"SR", "ABQRS", "IMI"}),
         ("supraventrikulÄre extrasystole(n) sinusrhythmus", {"SR"}),
         ("ventrikulÄre extrasystole(n) sinusrhythmus", {"SR", "PVC"}),
