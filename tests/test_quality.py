@@ -79,11 +79,11 @@ def test_tiny_and_blank_images_are_refused_or_warned():
 def test_a_1x1_png_is_refused_by_an_image_run(tmp_path, monkeypatch):
     import torch
 
-    import meit.tasks.images
+    import meit.report
 
     png = tmp_path / "dot.png"
     Image.new("RGB", (1, 1), "white").save(png)
-    monkeypatch.setattr(meit.tasks.images, "image_input", lambda path, cfg: torch.ones(3, 224, 224))
+    monkeypatch.setattr(meit.report, "image_input", lambda path, cfg: torch.ones(3, 224, 224))
     image = SimpleNamespace(size=(224, 224))
     cfg = SimpleNamespace(model=SimpleNamespace(branch="image"), data=SimpleNamespace(image=image))
     with pytest.raises(InputQualityError, match="1x1 pixels"):
@@ -107,7 +107,6 @@ def test_a_header_declaring_millions_of_samples_is_refused_before_reading(tmp_pa
 
 def test_report_cli_refuses_a_non_ecg_and_explains_a_model_load_failure(tmp_path, capsys, monkeypatch):
     import meit.report
-    import meit.runs.rundir
 
     monkeypatch.setattr(meit.report, "_run_config", lambda run, trust=False: _signal_cfg())
     wrsamp(tmp_path / "flat", np.zeros((12, 1000)), 100, STANDARD)
@@ -117,7 +116,7 @@ def test_report_cli_refuses_a_non_ecg_and_explains_a_model_load_failure(tmp_path
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load this file")
 
-    monkeypatch.setattr(meit.runs.rundir, "load_run", offline)
+    monkeypatch.setattr(meit.report, "load_run", offline)
     assert report_main([str(RECORD), "--run", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"could not load the run {tmp_path}" in err and "couldn't connect" in err and "Traceback" not in err
