@@ -355,7 +355,7 @@ def legacy_keys(values: dict[str, Any]) -> list[tuple[str, str]]:
     return [(old, new) for old, new in MOVED_KEYS.items() if _get(values, old) is not _MISSING]
 
 
-def refuse_legacy_keys(values: Any, where: Any) -> None:
+def refuse_legacy_keys(values: Any, where: str | Path) -> None:
     """Refuses a config of the user's own (a `--config` file, a `fit:` block) that uses keys of the older flat
     config; saved run directories are upgraded instead (`upgrade_saved_config`).
 

@@ -90,28 +90,27 @@ def test_no_import_cycles_even_through_function_local_imports():
     assert cycles(graph) == []
 
 
-def local_package_imports(file: Path, modules: dict[str, Path]) -> list[int]:
-    """Line numbers of the imports of package modules made inside a function of `file`."""
-    lines = []
+def local_package_imports(file: Path) -> set[int]:
+    """Line numbers of the imports of package modules made inside a function of `file` (nested ones included)."""
+    lines = set()
     for function in ast.walk(ast.parse(file.read_text())):
         if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for node in ast.walk(function):
                 if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "meit"):
-                    lines.append(node.lineno)
+                    lines.add(node.lineno)
                 elif isinstance(node, ast.Import) and any(a.name.split(".")[0] == "meit" for a in node.names):
-                    lines.append(node.lineno)
+                    lines.add(node.lineno)
     return lines
 
 
 def test_function_local_imports_of_the_package_say_they_are_for_start_up_time():
     """A local import of a meit module is allowed only for start-up time, said in a comment on the line or in the
     module's comments; a local import that dodges a cycle would be found by the test above anyway."""
-    modules = package_modules()
     unexplained = []
-    for name, file in modules.items():
-        text = file.read_text()
-        module_says = any(line.lstrip().startswith("#") and "start-up time" in line for line in text.splitlines())
-        for lineno in local_package_imports(file, modules):
-            if not module_says and "start-up time" not in text.splitlines()[lineno - 1]:
-                unexplained.append(f"{name}:{lineno}")
+    for name, file in package_modules().items():
+        lines = file.read_text().splitlines()
+        if any(line.lstrip().startswith("#") and "start-up time" in line for line in lines):
+            continue
+        unexplained += [f"{name}:{n}" for n in sorted(local_package_imports(file))
+                        if "start-up time" not in lines[n - 1]]
     assert unexplained == []
