@@ -228,9 +228,10 @@ ENGLISH: Table = [
     ((), rf"{_ST}{_BE}?elevated(?: and {_T} inverted)?|elevated st\b"),
     (("STE_",), rf"{_ST}elevat\w*|\bstemi\b"),
     # "slightly" in PTB-XL's English predicates: "st segments are slightly depressed" is no STD_ (0 of 14 dev rows)
-    # but NDT (8 of 14, 2/5 and 6/9), "t waves are slightly inverted" no INVT (0 of 8)
+    # but NDT (8 of 14, 2/5 and 6/9). A slight or a terminal T inversion, in any wording ("t waves are (flat or)
+    # slightly inverted", "slight t wave inversion", "terminal t wave inversion"), is no INVT (0 of 34 dev rows)
     (("NDT",), rf"{_ST}(?:is|are|were|was) slightly depressed"),
-    ((), rf"{_T} (?:is|are|were|was) slightly inverted"),
+    ((), rf"{_T} (?:is|are|were|was) slightly inverted|\bslight(?:ly)? (?:{_T} )?inver\w*|\bterminal {_T} inver\w*"),
     # "st segments are depressed and t waves inverted in ..." is STD_ alone in PTB-XL (INVT in 0 of 38 dev rows;
     # 0 of 2 after "elevated", above)
     (("STD_",), rf"{_ST}{_BE}?depressed and {_T} inverted"),

@@ -12,8 +12,9 @@ from __future__ import annotations
 import ast
 import csv
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from meit.data.scp import SUPERCLASSES, superclasses
 
 from .label_metrics import LabelStats, label_space
 from .labels import extract_labels, normalise
+from .text_classifier import cross_fitted_codes
 
 MIN_SUPPORT = 20
 _SWEDISH = re.compile(r"sinusrytm|foermaks|vaenster|hoeger|skaenkel|normalt ekg|avvikande|misstaenkt|\bej\b|\boch\b")
@@ -38,6 +40,15 @@ def report_language(text: str) -> str:
     return "de" if _GERMAN.search(t) else "en"
 
 
+class PtbxlRow(NamedTuple):
+    """One row of a ptbxl_database.csv as the check reads it."""
+
+    ecg_id: str
+    report: str
+    codes: set[str]
+    fold: int | None  # strat_fold; None when the file has no such column
+
+
 def _fold(path: Path, lineno: int, value: str) -> int:
     try:
         return int(float(value))
@@ -47,8 +58,8 @@ def _fold(path: Path, lineno: int, value: str) -> int:
 
 def read_ptbxl_rows(
     path: str | Path, min_likelihood: float = 0.0, folds: Sequence[int] | None = None
-) -> list[tuple[str, str, set[str]]]:
-    """``(ecg_id, report, true codes)`` of every row of a ptbxl_database.csv (or of the given folds).
+) -> list[PtbxlRow]:
+    """Every row of a ptbxl_database.csv (or the rows of the given folds) with its true codes.
 
     Args:
         path: The CSV (columns ``ecg_id``, ``report``, ``scp_codes``; ``strat_fold`` when ``folds`` is given).
@@ -72,9 +83,10 @@ def read_ptbxl_rows(
             raise ValueError(f"{path}: missing columns {sorted(missing)}")
         if wanted is not None and "strat_fold" not in (reader.fieldnames or []):
             raise ValueError(f"{path}: --folds needs a strat_fold column, and the file has none")
+        has_folds = "strat_fold" in (reader.fieldnames or [])
         for lineno, row in enumerate(reader, start=2):
+            fold = _fold(path, lineno, row["strat_fold"]) if has_folds else None
             if wanted is not None:
-                fold = _fold(path, lineno, row["strat_fold"])
                 if fold not in wanted:
                     continue
                 seen.add(fold)
@@ -85,7 +97,7 @@ def read_ptbxl_rows(
             if not isinstance(codes, dict):
                 raise ValueError(f"{path}:{lineno}: scp_codes is not a dict")
             true = {str(c).strip() for c, v in codes.items() if float(v) == 0 or float(v) >= min_likelihood}
-            rows.append((row["ecg_id"], row["report"], true))
+            rows.append(PtbxlRow(row["ecg_id"], row["report"], true, fold))
     if wanted is not None and wanted - seen:
         raise ValueError(f"{path}: no rows of strat_fold {sorted(wanted - seen)}")
     if not rows:
@@ -115,47 +127,88 @@ def _scores(truth: list[set[str]], pred: list[set[str]]) -> dict:
     }
 
 
-def check_labeller(path: str | Path, min_likelihood: float = 0.0, folds: Sequence[int] | None = None) -> dict:
+def _by_language(truth: list[set[str]], pred: list[set[str]], langs: list[str]) -> dict:
+    out = {}
+    for lang in ("de", "en", "sv"):
+        idx = [i for i, x in enumerate(langs) if x == lang]
+        if idx:
+            res = _scores([truth[i] for i in idx], [pred[i] for i in idx])
+            res.pop("per_code")
+            out[lang] = res
+    return out
+
+
+def check_labeller(
+    path: str | Path,
+    min_likelihood: float = 0.0,
+    folds: Sequence[int] | None = None,
+    text_classifier: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Labeller scores on a ptbxl_database.csv: overall and per report language (see :func:`read_ptbxl_rows`).
 
     Args:
         path: The ptbxl_database.csv.
         min_likelihood: See :func:`read_ptbxl_rows`.
         folds: Only these ``strat_fold`` values; None: every row.
+        text_classifier: Also score a supervised text classifier cross-fitted by ``strat_fold``
+            (:mod:`meit.eval.text_classifier`): an estimate of how much of the coding the text carries.
+        progress: Called with a line per fold of the text classifier, if given.
 
     Returns:
         ``n``, ``micro_f1``, ``macro_f1_support_ge_20``, superclass scores, ``per_code`` and ``by_language``;
-        ``folds`` (sorted list, or None) says which rows were scored.
+        ``folds`` (sorted list, or None) says which rows were scored; with ``text_classifier``, the same scores of
+        the classifier under ``"text_classifier"``.
+
+    Raises:
+        ValueError: as :func:`read_ptbxl_rows`; and for ``text_classifier`` when the file has no ``strat_fold``
+            column or the rows come from one fold only.
     """
     rows = read_ptbxl_rows(path, min_likelihood, folds)
-    truth = [codes for _, _, codes in rows]
-    pred = [extract_labels(report) for _, report, _ in rows]
-    langs = [report_language(report) for _, report, _ in rows]
+    truth = [row.codes for row in rows]
+    pred = [extract_labels(row.report) for row in rows]
+    langs = [report_language(row.report) for row in rows]
     scored = None if folds is None else sorted({int(x) for x in folds})
     out = {"database": str(path), "min_likelihood": min_likelihood, "folds": scored, **_scores(truth, pred)}
-    out["by_language"] = {}
-    for lang in ("de", "en", "sv"):
-        idx = [i for i, x in enumerate(langs) if x == lang]
-        if idx:
-            res = _scores([truth[i] for i in idx], [pred[i] for i in idx])
-            res.pop("per_code")
-            out["by_language"][lang] = res
+    out["by_language"] = _by_language(truth, pred, langs)
+    if text_classifier:
+        if rows[0].fold is None:
+            raise ValueError(f"{path}: --text-classifier is cross-fitted by strat_fold, and the file has no strat_fold")
+        learned = cross_fitted_codes([row.report for row in rows], truth, [row.fold for row in rows], progress)
+        out["text_classifier"] = {**_scores(truth, learned), "by_language": _by_language(truth, learned, langs)}
     return out
+
+
+def _summary_lines(label: str, result: dict) -> list[str]:
+    key = f"macro_f1_support_ge_{MIN_SUPPORT}"
+    lines = []
+    for name, res in [("all", result), *result["by_language"].items()]:
+        lines.append(f"{label:<9}{name:<5}{res['n']:>6}{res['micro_f1']:>10.3f}{res[key]:>11.3f}"
+                     f"{res['superclass_macro_f1']:>12.3f}")
+    return lines
 
 
 def format_check(result: dict) -> str:
     """The check as plain text: summary, languages, then per-code rows by support."""
-    key = f"macro_f1_support_ge_{MIN_SUPPORT}"
     folds = result.get("folds")
+    clf = result.get("text_classifier")
     where = "" if folds is None else ", strat_fold " + " ".join(str(x) for x in folds)
     lines = [f"labeller check on {result['database']} (n = {result['n']}{where}, true codes: likelihood 0 or"
              f" >= {result['min_likelihood']:g})", ""]
-    lines.append(f"{'set':<8}{'n':>6}{'micro_f1':>10}{'macro_f1*':>11}{'superclass':>12}")
-    for name, res in [("all", result), *result["by_language"].items()]:
-        lines.append(f"{name:<8}{res['n']:>6}{res['micro_f1']:>10.3f}{res[key]:>11.3f}{res['superclass_macro_f1']:>12.3f}")
+    lines.append(f"{'labeller':<9}{'set':<5}{'n':>6}{'micro_f1':>10}{'macro_f1*':>11}{'superclass':>12}")
+    lines += _summary_lines("rules", result)
+    if clf:
+        lines += _summary_lines("learned", clf)
     lines.append(f"* macro-F1 over the {result['n_codes_support_ge_20']} codes with >= {MIN_SUPPORT} true occurrences")
     lines.append("superclass F1: " + ", ".join(f"{c} {v:.3f}" for c, v in result["superclass_f1"].items()))
-    lines += ["", f"{'code':<9}{'support':>8}{'n_pred':>8}{'precision':>11}{'recall':>8}{'f1':>7}"]
+    if clf:
+        lines.append("learned: a text classifier (n-grams + the rules' codes) trained on the other strat_folds' rows,"
+                     " an estimate of what the text carries")
+    head = f"{'code':<9}{'support':>8}{'n_pred':>8}{'precision':>11}{'recall':>8}{'f1':>7}"
+    lines += ["", head + (f"{'learned_f1':>12}" if clf else "")]
     for code, s in sorted(result["per_code"].items(), key=lambda kv: -kv[1]["support"]):
-        lines.append(f"{code:<9}{s['support']:>8}{s['n_pred']:>8}{s['precision']:>11.3f}{s['recall']:>8.3f}{s['f1']:>7.3f}")
+        row = f"{code:<9}{s['support']:>8}{s['n_pred']:>8}{s['precision']:>11.3f}{s['recall']:>8.3f}{s['f1']:>7.3f}"
+        if clf:
+            row += f"{clf['per_code'].get(code, {}).get('f1', 0.0):>12.3f}"
+        lines.append(row)
     return "\n".join(lines) + "\n"

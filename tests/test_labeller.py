@@ -138,6 +138,11 @@ def test_german_phrase_classes(text, codes):
         # "slightly": PTB-XL codes a slight ST depression NDT, a slight T inversion not at all
         ("sinus rhythm. st segments are slightly depressed in v5,6.", {"SR", "NDT"}),
         ("sinus rhythm. t waves are slightly inverted in iii.", {"SR"}),
+        # a slight or terminal T inversion in any wording is no INVT; the flattening beside it still counts
+        ("sinus rhythm. t waves are flat or slightly inverted in ii, iii.", {"SR", "NDT"}),
+        ("sinus rhythm. slight t wave inversion in v2.", {"SR"}),
+        ("sinus rhythm. terminal t wave inversion in v2,3.", {"SR"}),
+        ("sinus rhythm. non-specific t wave flattening or slight inversion in v2,3.", {"SR", "NT_", "NDT"}),
         ("sinus rhythm. t waves are inverted in ii, iii, avf.", {"SR", "INVT"}),
         # T-wave flattening carries PTB-XL's NDT too; "t waves are flat" (without "low") is not LOWT
         ("atrial fibrillation. t waves are low or flat in i, avl.", {"AFIB", "LOWT", "NDT"}),
@@ -153,6 +158,10 @@ def test_german_phrase_classes(text, codes):
         ("sinus rhythm. old anterior and inferior infarcts.", {"SR", "ASMI", "IMI"}),
         # an inferior and a lateral infarct stated apart are PTB-XL's inferolateral ILMI
         ("sinus rhythm. inferior infarct. lateral infarct.", {"SR", "ILMI"}),
+        # an anterior and a lateral infarct add the anterolateral ALMI beside both
+        ("atrial fibrillation. consistent with anterior and lateral myocardial infarction.",
+         {"AFIB", "ASMI", "LMI", "ALMI"}),
+        ("sinus rhythm. possible anterior infarct. no lateral infarct.", {"SR", "ASMI"}),
         # runs of spaces in written sentences are line wraps, not statement breaks
         ("sinus rhythm. q waves consistent with old inferior    myocardial infarction.", {"SR", "QWAVE", "IMI"}),
         # the predicate "st segments are elevated" is no STE_ in PTB-XL; "depressed and t waves inverted" is STD_ alone
