@@ -81,9 +81,9 @@ def read_ptbxl_rows(
         missing = {"ecg_id", "report", "scp_codes"} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{path}: missing columns {sorted(missing)}")
-        if wanted is not None and "strat_fold" not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: --folds needs a strat_fold column, and the file has none")
         has_folds = "strat_fold" in (reader.fieldnames or [])
+        if wanted is not None and not has_folds:
+            raise ValueError(f"{path}: --folds needs a strat_fold column, and the file has none")
         for lineno, row in enumerate(reader, start=2):
             fold = _fold(path, lineno, row["strat_fold"]) if has_folds else None
             if wanted is not None:
@@ -174,7 +174,8 @@ def check_labeller(
     if text_classifier:
         if rows[0].fold is None:
             raise ValueError(f"{path}: --text-classifier is cross-fitted by strat_fold, and the file has no strat_fold")
-        learned = cross_fitted_codes([row.report for row in rows], truth, [row.fold for row in rows], progress)
+        reports, row_folds = [row.report for row in rows], [row.fold for row in rows]
+        learned = cross_fitted_codes(reports, truth, pred, row_folds, progress)
         out["text_classifier"] = {**_scores(truth, learned), "by_language": _by_language(truth, learned, langs)}
     return out
 
@@ -209,6 +210,6 @@ def format_check(result: dict) -> str:
     for code, s in sorted(result["per_code"].items(), key=lambda kv: -kv[1]["support"]):
         row = f"{code:<9}{s['support']:>8}{s['n_pred']:>8}{s['precision']:>11.3f}{s['recall']:>8.3f}{s['f1']:>7.3f}"
         if clf:
-            row += f"{clf['per_code'].get(code, {}).get('f1', 0.0):>12.3f}"
+            row += f"{clf['per_code'][code]['f1']:>12.3f}"  # the same codes: both score the same truth
         lines.append(row)
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.sparse import csr_matrix, hstack
 
-from .labels import extract_labels, normalise
+from .labels import normalise
 
 THRESHOLDS = np.round(np.arange(0.1, 0.91, 0.05), 2)
 MIN_TRAIN_POSITIVES = 3  # a code with fewer true rows in the training folds is never predicted
@@ -69,8 +69,9 @@ def out_of_fold_probabilities(
     from sklearn.utils.parallel import Parallel, delayed
 
     folds_arr = np.asarray(folds)
+    distinct = sorted(set(folds_arr.tolist()))
     prob = np.zeros(truth.shape, dtype=float)
-    for k, fold in enumerate(sorted(set(folds_arr.tolist()))):
+    for k, fold in enumerate(distinct):
         test = folds_arr == fold
         train = ~test
         x_train, x_test = _features(
@@ -80,19 +81,22 @@ def out_of_fold_probabilities(
         positives = truth[train].sum(0)
         prob[np.ix_(test, positives == train.sum())] = 1.0  # true in every training row: nothing to learn
         fit = [j for j in range(truth.shape[1]) if MIN_TRAIN_POSITIVES <= positives[j] < train.sum()]
-        model = LogisticRegression(C=10.0, solver="liblinear", max_iter=2000, random_state=0)
+        template = LogisticRegression(C=10.0, solver="liblinear", max_iter=2000, random_state=0)
         # processes, not threads: liblinear corrupts memory when fitted from several threads at once
-        models = Parallel(n_jobs=-1, max_nbytes=None)(delayed(clone(model).fit)(x_train, truth[train, j]) for j in fit)
+        models = Parallel(n_jobs=-1, max_nbytes=None)(
+            delayed(clone(template).fit)(x_train, truth[train, j]) for j in fit
+        )
         for j, model in zip(fit, models, strict=True):
             prob[test, j] = model.predict_proba(x_test)[:, 1]
         if progress:
-            progress(f"text classifier: fold {fold} done ({k + 1} of {len(set(folds_arr.tolist()))})")
+            progress(f"text classifier: fold {fold} done ({k + 1} of {len(distinct)})")
     return prob
 
 
 def cross_fitted_codes(
     reports: Sequence[str],
     truth: list[set[str]],
+    rule_codes: list[set[str]],
     folds: Sequence[int],
     progress: Callable[[str], None] | None = None,
 ) -> list[set[str]]:
@@ -101,6 +105,7 @@ def cross_fitted_codes(
     Args:
         reports: The reports as the database holds them.
         truth: The true codes of each row.
+        rule_codes: ``extract_labels(report)`` of each row (features beside the n-grams; the caller has them).
         folds: The ``strat_fold`` of each row; at least two distinct folds.
         progress: Called with one line per fold, if given.
 
@@ -114,9 +119,9 @@ def cross_fitted_codes(
     index = {c: j for j, c in enumerate(codes)}
     y = np.zeros((len(truth), len(codes)), dtype=int)
     r = np.zeros_like(y)
-    for i, (true, report) in enumerate(zip(truth, reports, strict=True)):
+    for i, (true, ruled) in enumerate(zip(truth, rule_codes, strict=True)):
         y[i, [index[c] for c in true]] = 1
-        r[i, [index[c] for c in extract_labels(report) if c in index]] = 1
+        r[i, [index[c] for c in ruled if c in index]] = 1
     prob = out_of_fold_probabilities([normalise(t) for t in reports], y, folds, r, progress)
     folds_arr = np.asarray(folds)
     pred = np.zeros_like(y, dtype=bool)

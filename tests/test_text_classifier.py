@@ -32,10 +32,14 @@ def _rows(n_folds: int = 4, per_fold: int = 20) -> tuple[list[str], list[set[str
     return reports, truth, folds
 
 
+def _rules(reports: list[str]) -> list[set[str]]:
+    return [extract_labels(r) for r in reports]
+
+
 def test_learns_a_phrase_from_the_other_folds():
     reports, truth, folds = _rows()
     assert "WPW" not in extract_labels("sinus rhythm. quux pattern.")
-    pred = cross_fitted_codes(reports, truth, folds)
+    pred = cross_fitted_codes(reports, truth, _rules(reports), folds)
     seen = [(p, t) for r, p, t in zip(reports, pred, truth, strict=True) if "zork" not in r]
     assert all(("WPW" in p) == ("WPW" in t) for p, t in seen)
     assert all("SR" in p for p in pred)  # a code true in every training row is predicted everywhere
@@ -43,14 +47,14 @@ def test_learns_a_phrase_from_the_other_folds():
 
 def test_never_learns_from_the_scored_fold():
     reports, truth, folds = _rows()
-    pred = cross_fitted_codes(reports, truth, folds)
+    pred = cross_fitted_codes(reports, truth, _rules(reports), folds)
     assert not any("PACE" in p for p in pred)  # its only rows are in fold 1, the fold they are scored in
 
 
 def test_needs_two_folds():
     reports, truth, _ = _rows()
     with pytest.raises(ValueError, match="two folds or more"):
-        cross_fitted_codes(reports, truth, [1] * len(reports))
+        cross_fitted_codes(reports, truth, _rules(reports), [1] * len(reports))
 
 
 def test_check_and_cli(tmp_path, capsys):
